@@ -1,0 +1,1 @@
+"""adaptation stage."""

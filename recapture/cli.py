@@ -1,0 +1,126 @@
+"""The ``recapture`` command line.
+
+Two families of subcommands share one entry point:
+
+* **Lightning commands** (``fit``, ``validate``, ``test``, ``predict`` and the ones the
+  :class:`~recapture.training.cli.ReCaptureCLI` adds) are LightningCLI subcommands: they read the
+  ``model:`` / ``data:`` / ``trainer:`` sections of ``--config`` YAML files (stackable), and every
+  ``__init__`` argument of the module, datamodule and trainer is a flag.
+* **Tool commands** (``trajectory``, ``evaluate``, ...) are plain typed functions: their
+  parameters are the flags and their docstrings the ``--help`` text; they also accept
+  ``--config FILE`` with the same keys.
+
+``cli_main(args)`` runs in-process (tests and notebooks use it) and returns what the command
+returns (the LightningCLI object, or the tool function's result).
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+# name -> "module:function". Imported lazily so that `recapture --help` stays fast.
+TOOL_COMMANDS: dict[str, str] = {
+    "trajectory": "recapture.cameras.command:trajectory",
+}
+
+# Lightning subcommands: the standard ones plus those the ReCapture trainer adds (see training.cli).
+LIGHTNING_COMMANDS: dict[str, str] = {
+    "fit": "Train: masked temporal-LoRA and spatial-LoRA fine-tuning (LightningCLI).",
+    "validate": "Run the validation loop (LightningCLI).",
+    "test": "Run the test loop (LightningCLI).",
+    "predict": "Run the prediction loop (LightningCLI).",
+}
+
+
+def _load(target: str) -> Callable[..., Any]:
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _first_line(func: Callable[..., Any]) -> str:
+    doc = inspect.getdoc(func) or ""
+    return doc.splitlines()[0] if doc else ""
+
+
+def _overview() -> str:
+    lines = [
+        "usage: recapture <command> [options]   (recapture <command> --help for every option)",
+        "",
+        "Give your own video a new camera trajectory (ReCapture: anchor video -> masked video",
+        "fine-tuning of Stable Video Diffusion -> generation and SDEdit refinement -> metrics).",
+        "",
+        "Lightning commands (read model/data/trainer sections of --config YAML files):",
+    ]
+    for name, doc in _lightning_commands().items():
+        lines.append(f"  {name:<12} {doc}")
+    lines += ["", "Tool commands:"]
+    for name, target in TOOL_COMMANDS.items():
+        try:
+            doc = _first_line(_load(target))
+        except Exception as err:  # a broken optional import must not break --help
+            doc = f"(unavailable: {err})"
+        lines.append(f"  {name:<12} {doc}")
+    return "\n".join(lines)
+
+
+def _lightning_commands() -> dict[str, str]:
+    commands = dict(LIGHTNING_COMMANDS)
+    try:
+        from recapture.training.cli import extra_subcommands
+
+        commands.update(extra_subcommands())
+    except ImportError:
+        pass
+    return commands
+
+
+def run_tool(name: str, args: Sequence[str]) -> Any:
+    """Parse ``args`` for the tool command ``name`` and call it."""
+    from jsonargparse import ActionConfigFile, ArgumentParser
+
+    func = _load(TOOL_COMMANDS[name])
+    parser = ArgumentParser(
+        prog=f"recapture {name}",
+        description=inspect.getdoc(func),
+        exit_on_error=True,
+        default_env=False,
+    )
+    parser.add_argument("--config", action=ActionConfigFile, help="YAML file with any of the options below.")
+    parser.add_function_arguments(func, as_group=False, fail_untyped=True)
+    cfg = parser.parse_args(list(args))
+    kwargs = {k: v for k, v in cfg.as_dict().items() if k not in ("config", "__path__")}
+    return func(**kwargs)
+
+
+def cli_main(args: Sequence[str] | None = None) -> Any:
+    """Entry point of the ``recapture`` console script; callable in-process with a list of args."""
+    in_process = args is not None
+    args = list(sys.argv[1:] if args is None else args)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(_overview())
+        return None
+    if args[0] in ("-V", "--version"):
+        from recapture import __version__
+
+        print(f"recapture {__version__}")
+        return None
+    command = args[0]
+    if command in TOOL_COMMANDS:
+        return run_tool(command, args[1:])
+    if command in _lightning_commands():
+        from recapture.training.cli import run_lightning
+
+        # LightningCLI reads sys.argv itself when run from the console (and warns if given both).
+        return run_lightning(args if in_process else None)
+    print(f"recapture: unknown command {command!r}.\n\n{_overview()}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    cli_main()

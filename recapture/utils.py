@@ -1,0 +1,122 @@
+"""Small shared helpers: atomic outputs, hashing, user-facing errors."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+
+class RecaptureError(ValueError):
+    """An error caused by user input (a file, a value, a config). The message says what and how to fix."""
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; move it into place only if the block succeeds.
+
+    Works for files and directories: whatever the block writes at the yielded path replaces
+    ``path`` atomically (same filesystem rename). On an exception the temporary is removed, so an
+    interrupted write never leaves a file that looks complete.
+
+    Example::
+
+        with atomic_path("out/anchor.mp4") as tmp:
+            write_video(tmp, frames, fps)
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".partial{path.suffix}", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    tmp.unlink()  # the block decides whether it is a file or a directory
+    try:
+        yield tmp
+        if not tmp.exists():
+            raise RuntimeError(f"nothing was written to {tmp} for {path}")
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        elif tmp.exists():
+            tmp.unlink()
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> Path:
+    """Write ``obj`` as pretty JSON atomically and return the path."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+    return path
+
+
+def _json_default(obj: Any) -> Any:
+    try:
+        import numpy as np
+        import torch
+
+        if isinstance(obj, torch.Tensor):
+            return obj.detach().cpu().tolist()
+        if isinstance(obj, np.ndarray):
+            return obj.tolist()
+        if isinstance(obj, np.generic):
+            return obj.item()
+    except ImportError:  # pragma: no cover
+        pass
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"cannot serialise {type(obj).__name__} to JSON")
+
+
+def hash_inputs(*parts: Any) -> str:
+    """Stable short hash of settings and input files (files hashed by content).
+
+    ``Path`` objects that exist are hashed by their bytes; tensors by their values; everything
+    else by its JSON form.
+    """
+    h = hashlib.sha256()
+    for part in parts:
+        _update_hash(h, part)
+    return h.hexdigest()[:16]
+
+
+def _update_hash(h: Any, part: Any) -> None:
+    import numpy as np
+    import torch
+
+    if isinstance(part, Path) and part.is_file():
+        h.update(b"file:")
+        with open(part, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    elif isinstance(part, Path) and part.is_dir():
+        h.update(b"dir:")
+        for child in sorted(part.iterdir()):
+            h.update(child.name.encode())
+            _update_hash(h, child)
+    elif isinstance(part, torch.Tensor):
+        t = part.detach().cpu().contiguous()
+        h.update(f"tensor:{tuple(t.shape)}:{t.dtype}".encode())
+        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+    elif isinstance(part, np.ndarray):
+        h.update(f"array:{part.shape}:{part.dtype}".encode())
+        h.update(np.ascontiguousarray(part).tobytes())
+    elif isinstance(part, (list, tuple)):
+        h.update(b"seq:")
+        for p in part:
+            _update_hash(h, p)
+    elif isinstance(part, dict):
+        h.update(b"dict:")
+        for k in sorted(part, key=str):
+            h.update(str(k).encode())
+            _update_hash(h, part[k])
+    else:
+        h.update(json.dumps(part, sort_keys=True, default=str).encode())
