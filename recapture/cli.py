@@ -86,7 +86,7 @@ def run_tool(name: str, args: Sequence[str]) -> Any:
     func = _load(TOOL_COMMANDS[name])
     parser = ArgumentParser(
         prog=f"recapture {name}",
-        description=inspect.getdoc(func),
+        description=(inspect.getdoc(func) or "").split("\nArgs:")[0].strip(),
         exit_on_error=True,
         default_env=False,
     )
@@ -122,5 +122,11 @@ def cli_main(args: Sequence[str] | None = None) -> Any:
     raise SystemExit(2)
 
 
-if __name__ == "__main__":  # pragma: no cover
+def main() -> int:
+    """Console-script wrapper: runs :func:`cli_main` and returns exit status 0 (results are not printed)."""
     cli_main()
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,417 @@
+"""Camera trajectories: the :class:`Trajectory` container, presets, composition and keyframes.
+
+A trajectory is a ``(T, 4, 4)`` sequence of OpenCV camera-to-world poses **relative to the source
+camera of each frame**: ``c2w[t]`` is the new camera expressed in the coordinates of the camera that
+filmed frame ``t`` (x right, y down, z forward). For a static source camera this is simply the new
+camera's pose; the anchor stage composes it with the source poses when they move.
+
+Units. Rotations are in degrees. Translations are in **scene units**: 1 = the scene's median depth,
+so ``truck 0.2`` moves the camera by a fifth of the typical distance to the scene on any video. The
+anchor stage converts with :meth:`Trajectory.scaled` (times the median depth in depth units).
+
+Presets (``make_trajectory(preset, amount, ...)``; ``d`` is ``pivot_depth``):
+
+==============  ===========  ============================================================
+preset          amount unit  positive amount means
+==============  ===========  ============================================================
+``pan``         degrees      the camera turns right (yaw about its y axis; centre fixed)
+``tilt``        degrees      the camera looks up (pitch about its x axis; centre fixed)
+``roll``        degrees      the picture turns clockwise: in the rendered image the scene
+                             rotates clockwise about the image centre (a point right of the
+                             centre moves down). The camera itself turns counter-clockwise
+                             about its optical axis as seen from behind it (left side down)
+``truck``       scene units  the camera moves right (+x)
+``pedestal``    scene units  the camera moves up (-y)
+``dolly``       scene units  the camera moves forward (+z)
+``zoom``        relative     zoom in: focal x (1 + amount) at the end (> -1; negative = out)
+``orbit``       degrees      the camera moves right on a circle around the pivot
+                             ``(0, 0, d)`` on its optical axis, always looking at it
+``arc``         degrees      the camera moves up on a vertical circle around the pivot,
+                             looking at it (orbit in elevation)
+``dolly_zoom``  scene units  dolly forward by ``amount`` (< d) while the focal length scales
+                             by ``(d - z) / d`` so the plane at depth ``d`` keeps its size
+==============  ===========  ============================================================
+
+Timing: ``mode="gradual"`` goes from the source pose (frame 0) to the target (last frame);
+``mode="direct"`` uses the target pose for every frame. ``easing`` shapes the gradual progress:
+``"linear"`` or ``"ease_in_out"`` (``(1 - cos(pi u)) / 2``: starts and stops smoothly).
+:func:`compose` chains moves per frame (each move acts in the camera frame produced by the previous
+ones: orbit then dolly moves towards the pivot); :func:`from_keyframes` interpolates key poses.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, replace
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from recapture.cameras.poses import (
+    lerp_keyframes,
+    make_pose,
+    rotation_x,
+    rotation_y,
+    rotation_z,
+    sample_keyframes,
+    uniform_times,
+)
+from recapture.utils import RecaptureError
+
+__all__ = ["PRESETS", "Trajectory", "compose", "ease", "from_keyframes", "make_trajectory", "progress"]
+
+log = logging.getLogger(__name__)
+
+Mode = Literal["gradual", "direct"]
+Easing = Literal["linear", "ease_in_out"]
+PRESETS: tuple[str, ...] = (
+    "pan", "tilt", "roll", "truck", "pedestal", "dolly", "zoom", "orbit", "arc", "dolly_zoom",
+)
+
+
+@dataclass
+class Trajectory:
+    """A camera trajectory relative to the source camera of each frame.
+
+    Args:
+        c2w: ``(T, 4, 4)`` OpenCV camera-to-world poses in the source camera's frame (stored float32).
+        intrinsics: absolute ``(T, 3, 3)`` (or ``(3, 3)``, expanded) pixel intrinsics when known,
+            e.g. from a file; None means "the source video's K", modified by ``focal_scale``.
+        focal_scale: ``(T,)`` focal-length multipliers from zoom presets (None = all ones).
+        name: human-readable description.
+        pivot: ``(3,)`` look-at point in source-camera coordinates (scene units) for orbit/arc
+            presets, used by previews; None when the move has none.
+    """
+
+    c2w: Tensor
+    intrinsics: Tensor | None = None
+    focal_scale: Tensor | None = None
+    name: str = ""
+    pivot: Tensor | None = None
+
+    def __post_init__(self) -> None:
+        c2w = torch.as_tensor(self.c2w)
+        if c2w.ndim != 3 or tuple(c2w.shape[-2:]) != (4, 4) or c2w.shape[0] < 1:
+            raise RecaptureError(f"Trajectory.c2w must have shape (T, 4, 4) with T >= 1, got {tuple(c2w.shape)}.")
+        self.c2w = c2w.float()
+        t = c2w.shape[0]
+        if self.intrinsics is not None:
+            k = torch.as_tensor(self.intrinsics).float()
+            if k.shape == (3, 3):
+                k = k.expand(t, 3, 3).clone()
+            if tuple(k.shape) != (t, 3, 3):
+                raise RecaptureError(
+                    f"Trajectory.intrinsics must be (3, 3) or ({t}, 3, 3) to match {t} poses, got {tuple(k.shape)}."
+                )
+            self.intrinsics = k
+        if self.focal_scale is not None:
+            f = torch.as_tensor(self.focal_scale).float().reshape(-1)
+            if f.shape != (t,):
+                raise RecaptureError(f"Trajectory.focal_scale must have shape ({t},), got {tuple(f.shape)}.")
+            if not bool(torch.isfinite(f).all()) or bool((f <= 0).any()):
+                raise RecaptureError(f"Trajectory.focal_scale must be finite and > 0, got {f.tolist()}.")
+            self.focal_scale = f
+        if self.pivot is not None:
+            self.pivot = torch.as_tensor(self.pivot).float().reshape(3)
+
+    @property
+    def num_frames(self) -> int:
+        """Number of poses ``T``."""
+        return int(self.c2w.shape[0])
+
+    def intrinsics_for(self, K: Tensor) -> Tensor:
+        """Per-frame intrinsics: this trajectory's own, or ``K`` with fx, fy (and skew) times ``focal_scale``.
+
+        Zoom keeps the principal point fixed, so only the first two entries of row 0 and the
+        second of row 1 scale.
+
+        Args:
+            K: ``(3, 3)`` or ``(T, 3, 3)`` source intrinsics in pixels (ignored when the
+                trajectory carries absolute intrinsics).
+
+        Returns:
+            ``(T, 3, 3)`` float32.
+        """
+        if self.intrinsics is not None:
+            return self.intrinsics.clone()
+        K = torch.as_tensor(K).float()
+        t = self.num_frames
+        if K.shape == (3, 3):
+            K = K.expand(t, 3, 3)
+        if tuple(K.shape) != (t, 3, 3):
+            raise RecaptureError(f"K must be (3, 3) or ({t}, 3, 3) for a {t}-frame trajectory, got {tuple(K.shape)}.")
+        K = K.clone()
+        if self.focal_scale is not None:
+            s = self.focal_scale.to(K.device)
+            K[:, 0, 0] *= s
+            K[:, 0, 1] *= s
+            K[:, 1, 1] *= s
+        return K
+
+    def scaled(self, scene_scale: float) -> Trajectory:
+        """Multiply translations (and the pivot) by ``scene_scale``: scene units -> depth units.
+
+        Args:
+            scene_scale: depth units per scene unit, typically the median depth of the source video.
+
+        Returns:
+            A new :class:`Trajectory`; rotations, intrinsics and focal scales are unchanged.
+        """
+        s = float(scene_scale)
+        if not math.isfinite(s) or s <= 0:
+            raise RecaptureError(f"scene_scale must be finite and > 0 (e.g. the median depth), got {scene_scale}.")
+        c2w = self.c2w.clone()
+        c2w[:, :3, 3] *= s
+        return replace(self, c2w=c2w, pivot=None if self.pivot is None else self.pivot * s)
+
+    def resample(self, num_frames: int) -> Trajectory:
+        """Resample to ``num_frames`` poses at uniform times (slerp + linear translation), with a notice.
+
+        Args:
+            num_frames: target length ``N >= 1``.
+
+        Returns:
+            A new :class:`Trajectory` of ``N`` frames (``self`` when the length already matches).
+        """
+        n = int(num_frames)
+        if n < 1:
+            raise RecaptureError(f"num_frames must be >= 1, got {num_frames}.")
+        if n == self.num_frames:
+            return self
+        log.warning(
+            "trajectory %r has %d poses but %d frames are needed: resampling it (SE(3) interpolation).",
+            self.name, self.num_frames, n,
+        )
+        times = uniform_times(n)
+        c2w = sample_keyframes(uniform_times(self.num_frames), self.c2w, times)
+        return replace(
+            self,
+            c2w=c2w,
+            intrinsics=None if self.intrinsics is None else lerp_keyframes(self.intrinsics, times),
+            focal_scale=None if self.focal_scale is None else lerp_keyframes(self.focal_scale, times),
+        )
+
+    def to(self, device: torch.device | str | None = None) -> Trajectory:
+        """Move every tensor to ``device``."""
+        def mv(x: Tensor | None) -> Tensor | None:
+            return None if x is None else x.to(device)
+
+        return replace(self, c2w=self.c2w.to(device), intrinsics=mv(self.intrinsics),
+                       focal_scale=mv(self.focal_scale), pivot=mv(self.pivot))
+
+
+def ease(u: Tensor, easing: Easing = "ease_in_out") -> Tensor:
+    """Map linear progress ``u`` in [0, 1] through an easing curve.
+
+    Args:
+        u: ``(T,)`` progress.
+        easing: ``"linear"`` (identity) or ``"ease_in_out"`` (``(1 - cos(pi u)) / 2``).
+
+    Returns:
+        ``(T,)`` eased progress, 0 -> 0 and 1 -> 1.
+    """
+    if easing == "linear":
+        return u
+    if easing == "ease_in_out":
+        return (1.0 - torch.cos(math.pi * u)) / 2.0
+    raise RecaptureError(f"easing must be 'linear' or 'ease_in_out', got {easing!r}.")
+
+
+def progress(num_frames: int, mode: Mode = "gradual", easing: Easing = "ease_in_out") -> Tensor:
+    """Fraction of the move reached at each frame.
+
+    Args:
+        num_frames: ``T >= 1``.
+        mode: ``"gradual"`` (0 at the first frame, 1 at the last; a single frame gets 1) or
+            ``"direct"`` (1 everywhere).
+        easing: see :func:`ease`.
+
+    Returns:
+        ``(T,)`` float64 in [0, 1].
+    """
+    if int(num_frames) < 1:
+        raise RecaptureError(f"num_frames must be >= 1, got {num_frames}.")
+    if mode == "direct":
+        ease(torch.zeros(1, dtype=torch.float64), easing)  # validates the easing name
+        return torch.ones(int(num_frames), dtype=torch.float64)
+    if mode != "gradual":
+        raise RecaptureError(f"mode must be 'gradual' or 'direct', got {mode!r}.")
+    if int(num_frames) == 1:
+        return torch.ones(1, dtype=torch.float64)
+    return ease(torch.linspace(0.0, 1.0, int(num_frames), dtype=torch.float64), easing)
+
+
+def _orbit_pose(rotation: Tensor, pivot_depth: float) -> Tensor:
+    """Camera with orientation ``rotation`` looking at the pivot ``(0, 0, d)`` from distance ``d``."""
+    forward = rotation[..., :, 2]
+    pivot = torch.tensor([0.0, 0.0, pivot_depth], dtype=rotation.dtype)
+    return make_pose(rotation, pivot - pivot_depth * forward)
+
+
+def make_trajectory(
+    preset: str,
+    amount: float,
+    num_frames: int,
+    mode: Mode = "gradual",
+    easing: Easing = "ease_in_out",
+    pivot_depth: float = 1.0,
+) -> Trajectory:
+    """Build a preset camera move (see the table in this module's docstring for signs and units).
+
+    Args:
+        preset: one of :data:`PRESETS`.
+        amount: degrees (pan, tilt, roll, orbit, arc), scene units (truck, pedestal, dolly,
+            dolly_zoom) or relative focal change (zoom: 0.5 -> x1.5 at the end; > -1).
+        num_frames: ``T >= 1``.
+        mode: ``"gradual"`` or ``"direct"``.
+        easing: ``"linear"`` or ``"ease_in_out"``.
+        pivot_depth: depth of the orbit/arc pivot and of the dolly-zoom plane, in scene units (> 0).
+
+    Returns:
+        A :class:`Trajectory` of ``T`` poses starting at the identity in gradual mode.
+
+    Example:
+        >>> traj = make_trajectory("orbit", 20.0, 14)
+        >>> traj.c2w.shape, traj.c2w[0].allclose(torch.eye(4))
+        (torch.Size([14, 4, 4]), True)
+    """
+    if preset not in PRESETS:
+        raise RecaptureError(f"unknown trajectory preset {preset!r}; choose one of {', '.join(PRESETS)}.")
+    amount = float(amount)
+    if not math.isfinite(amount):
+        raise RecaptureError(f"trajectory amount must be finite, got {amount}.")
+    d = float(pivot_depth)
+    if not math.isfinite(d) or d <= 0:
+        raise RecaptureError(f"pivot_depth must be > 0 scene units (1 = median depth), got {pivot_depth}.")
+    if preset == "zoom" and amount <= -1:
+        raise RecaptureError(f"zoom amount must be > -1 (focal x (1 + amount)), got {amount}; try -0.5 to zoom out.")
+    if preset == "dolly_zoom" and amount >= d:
+        raise RecaptureError(
+            f"dolly_zoom amount {amount} would reach the plane at pivot_depth={d}; use an amount < {d}."
+        )
+    s = progress(num_frames, mode, easing)
+    angle = torch.deg2rad(amount * s)
+    t = s.numel()
+    zeros = torch.zeros(t, dtype=torch.float64)
+    focal_scale = None
+    pivot = None
+    if preset == "pan":
+        c2w = make_pose(rotation_y(angle))
+    elif preset == "tilt":
+        c2w = make_pose(rotation_x(angle))
+    elif preset == "roll":  # the camera turns the opposite way to the picture
+        c2w = make_pose(rotation_z(-angle))
+    elif preset in ("truck", "pedestal", "dolly", "dolly_zoom"):
+        axis = {"truck": 0, "pedestal": 1, "dolly": 2, "dolly_zoom": 2}[preset]
+        sign = -1.0 if preset == "pedestal" else 1.0  # up is -y in OpenCV axes
+        trans = torch.stack([zeros, zeros, zeros], dim=-1)
+        trans[:, axis] = sign * amount * s
+        c2w = make_pose(translation=trans)
+        if preset == "dolly_zoom":
+            focal_scale = (d - amount * s) / d
+            pivot = torch.tensor([0.0, 0.0, d])
+    elif preset == "zoom":
+        c2w = make_pose(translation=torch.stack([zeros, zeros, zeros], dim=-1))
+        focal_scale = 1.0 + amount * s
+    else:  # orbit / arc: turn the opposite way to the motion so the pivot stays centred
+        rot = rotation_y(-angle) if preset == "orbit" else rotation_x(-angle)
+        c2w = _orbit_pose(rot, d)
+        pivot = torch.tensor([0.0, 0.0, d])
+    name = f"{preset} {amount:g}" + (f" ({mode}, {easing})" if mode == "gradual" else " (direct)")
+    return Trajectory(c2w=c2w.float(), focal_scale=focal_scale, name=name, pivot=pivot)
+
+
+def compose(*trajectories: Trajectory) -> Trajectory:
+    """Chain moves per frame: ``c2w[t] = c2w_1[t] @ c2w_2[t] @ ...``; focal scales multiply.
+
+    Each move acts in the camera frame produced by the moves before it (orbit then dolly moves
+    along the orbited camera's optical axis, i.e. towards the pivot).
+
+    Args:
+        *trajectories: one or more :class:`Trajectory` with the same number of frames; at most one
+            may carry absolute intrinsics.
+
+    Returns:
+        The composed :class:`Trajectory`.
+    """
+    if not trajectories:
+        raise RecaptureError("compose needs at least one trajectory.")
+    lengths = [tr.num_frames for tr in trajectories]
+    if len(set(lengths)) != 1:
+        raise RecaptureError(f"compose needs trajectories of equal length, got {lengths}; resample them first.")
+    with_k = [tr.name for tr in trajectories if tr.intrinsics is not None]
+    if len(with_k) > 1:
+        raise RecaptureError(f"only one composed trajectory may carry absolute intrinsics, got {with_k}.")
+    c2w = trajectories[0].c2w.double()
+    pivot = trajectories[0].pivot
+    focal = trajectories[0].focal_scale
+    for tr in trajectories[1:]:
+        if pivot is None and tr.pivot is not None:
+            pivot = (c2w[-1] @ torch.cat([tr.pivot.double(), torch.ones(1, dtype=torch.float64)]))[:3].float()
+        c2w = c2w @ tr.c2w.double()
+        if tr.focal_scale is not None:
+            focal = tr.focal_scale if focal is None else focal * tr.focal_scale
+    intrinsics = next((tr.intrinsics for tr in trajectories if tr.intrinsics is not None), None)
+    return Trajectory(
+        c2w=c2w.float(), intrinsics=intrinsics, focal_scale=focal,
+        name=" + ".join(tr.name for tr in trajectories if tr.name), pivot=pivot,
+    )
+
+
+def from_keyframes(
+    times: Tensor | list[float],
+    poses: Tensor,
+    num_frames: int,
+    easing: Easing = "linear",
+    focal_scales: Tensor | list[float] | None = None,
+    name: str = "keyframes",
+) -> Trajectory:
+    """Interpolate key poses (slerp + linear translation) into a ``num_frames`` trajectory.
+
+    Args:
+        times: ``(K,)`` strictly increasing key times in [0, 1] (0 = first frame, 1 = last);
+            frames before the first / after the last key hold that key's pose.
+        poses: ``(K, 4, 4)`` OpenCV camera-to-world key poses relative to the source camera.
+        num_frames: ``T >= 1`` output frames.
+        easing: applied to the global time before interpolation (``"ease_in_out"`` starts and
+            ends the whole path smoothly without stopping at intermediate keys).
+        focal_scales: optional ``(K,)`` focal multipliers at the keys (linearly interpolated).
+        name: description stored on the trajectory.
+
+    Returns:
+        A :class:`Trajectory` of ``T`` poses.
+    """
+    key_t = torch.as_tensor(times, dtype=torch.float64).reshape(-1)
+    poses = torch.as_tensor(poses)
+    if poses.ndim != 3 or tuple(poses.shape[1:]) != (4, 4) or poses.shape[0] != key_t.numel():
+        raise RecaptureError(
+            f"poses must have shape (K, 4, 4) with K = len(times) = {key_t.numel()}, got {tuple(poses.shape)}."
+        )
+    if key_t.numel() == 0:
+        raise RecaptureError("from_keyframes needs at least one keyframe.")
+    if bool((key_t < 0).any()) or bool((key_t > 1).any()):
+        raise RecaptureError(
+            f"keyframe times must be in [0, 1] (fractions of the clip), got {key_t.tolist()}; "
+            "divide frame indices by (num_frames - 1)."
+        )
+    if key_t.numel() > 1 and not bool((key_t[1:] > key_t[:-1]).all()):
+        raise RecaptureError(f"keyframe times must be strictly increasing, got {key_t.tolist()}.")
+    if int(num_frames) < 1:
+        raise RecaptureError(f"num_frames must be >= 1, got {num_frames}.")
+    u = ease(uniform_times(int(num_frames)), easing)
+    c2w = sample_keyframes(key_t, poses.float(), u)
+    focal = None
+    if focal_scales is not None:
+        fs = torch.as_tensor(focal_scales, dtype=torch.float64).reshape(-1)
+        if fs.numel() != key_t.numel():
+            raise RecaptureError(f"focal_scales needs {key_t.numel()} values (one per key), got {fs.numel()}.")
+        focal = lerp_keyframes(fs, u, key_t).float()
+    return Trajectory(c2w=c2w, focal_scale=focal, name=name)
+
+
+# Config dataclasses live in spec.py (they import this module lazily); re-exported here.
+from recapture.cameras.spec import MoveSpec, TrajectorySpec  # noqa: E402
+
+__all__ += ["MoveSpec", "TrajectorySpec"]
