@@ -26,6 +26,7 @@ from typing import Any
 # name -> "module:function". Imported lazily so that `recapture --help` stays fast.
 TOOL_COMMANDS: dict[str, str] = {
     "trajectory": "recapture.cameras.command:trajectory",
+    "evaluate": "recapture.metrics.command:evaluate",
 }
 
 # Lightning subcommands: the standard ones plus those the ReCapture trainer adds (see training.cli).

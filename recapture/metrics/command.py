@@ -1,0 +1,334 @@
+"""``recapture evaluate``: score prediction videos against targets and write a JSON + Markdown report."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from recapture.utils import RecaptureError, atomic_path, write_json
+
+VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".webm", ".mkv", ".m4v", ".gif")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+POSE_SUFFIXES = (".txt", ".json", ".npy")
+
+
+def _is_frame_folder(path: Path) -> bool:
+    return path.is_dir() and any(c.is_file() and c.suffix.lower() in IMAGE_SUFFIXES for c in path.iterdir())
+
+
+def _is_single(path: Path) -> bool:
+    """A video file, a single image, or a folder of frames (as opposed to a folder of videos)."""
+    return path.is_file() or _is_frame_folder(path)
+
+
+def _collection(path: Path, what: str, suffixes: tuple[str, ...], dirs: bool = True) -> dict[str, Path]:
+    """Children of a folder usable as ``what``, by name (file stem or folder name)."""
+    out: dict[str, Path] = {}
+    for child in sorted(path.iterdir()):
+        ok = (child.is_file() and child.suffix.lower() in suffixes) or (dirs and child.is_dir())
+        if not ok or child.name.startswith("."):
+            continue
+        name = child.stem if child.is_file() else child.name
+        if name in out:
+            raise RecaptureError(
+                f"{what}: both {out[name].name} and {child.name} in {path} are named {name!r}; keep one"
+            )
+        out[name] = child
+    if not out:
+        raise RecaptureError(f"{what}: {path} holds no {'/'.join(suffixes)} files or frame folders")
+    return out
+
+
+def _match(
+    names: list[str], path: Path | None, what: str, suffixes: tuple[str, ...], shared_ok: bool = False
+) -> dict[str, Path | None]:
+    """Map each prediction name to its ``what`` file in folder ``path`` (by name)."""
+    if path is None:
+        return dict.fromkeys(names)
+    if not path.exists():
+        raise RecaptureError(f"{what} {path} does not exist")
+    if shared_ok and path.is_file():
+        return dict.fromkeys(names, path)
+    if not path.is_dir():
+        raise RecaptureError(
+            f"--pred is a folder of videos, so {what} must be a folder of files named like them, got {path}"
+        )
+    found = _collection(path, what, suffixes)
+    missing = [n for n in names if n not in found]
+    if missing:
+        raise RecaptureError(
+            f"{what}: no match in {path} for prediction(s) {missing[:10]}{' ...' if len(missing) > 10 else ''}; "
+            f"files are matched by name (available: {sorted(found)[:10]})"
+        )
+    return {n: found[n] for n in names}
+
+
+@dataclass
+class _Item:
+    pred: Path
+    target: Path | None
+    mask: Path | None
+    camera: Path | None
+    trajectory: Path | None
+
+
+def _pair_up(
+    pred: Path, target: Path | None, mask: Path | None, camera: Path | None, trajectory: Path | None
+) -> dict[str, _Item]:
+    if not pred.exists():
+        raise RecaptureError(f"--pred {pred} does not exist")
+    if _is_single(pred):
+        for what, p in (
+            ("--target", target),
+            ("--mask", mask),
+            ("--camera", camera),
+            ("--trajectory", trajectory),
+        ):
+            if p is not None and not p.exists():
+                raise RecaptureError(f"{what} {p} does not exist")
+        name = pred.stem if pred.is_file() else pred.name
+        return {name: _Item(pred, target, mask, camera, trajectory)}
+    preds = _collection(pred, "--pred", VIDEO_SUFFIXES)
+    names = list(preds)
+    t = _match(names, target, "--target", VIDEO_SUFFIXES)
+    m = _match(names, mask, "--mask", VIDEO_SUFFIXES + IMAGE_SUFFIXES)
+    c = _match(names, camera, "--camera", POSE_SUFFIXES)
+    r = _match(names, trajectory, "--trajectory", POSE_SUFFIXES, shared_ok=True)
+    return {n: _Item(preds[n], t[n], m[n], c[n], r[n]) for n in names}
+
+
+def _read(path: Path, fps: float | None) -> tuple[Tensor, float]:
+    from recapture.io import read_video
+
+    video = read_video(path, fps=fps)
+    return video.frames.float(), float(video.fps)
+
+
+def _read_mask(path: Path, fps: float | None) -> Tensor:
+    """``(T, 1, H, W)`` float {0, 1}: white (> 0.5 after averaging the channels) is inside."""
+    if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+        import numpy as np
+        from PIL import Image
+
+        image = np.asarray(Image.open(path).convert("L"), dtype=np.float32) / 255.0
+        return (torch.from_numpy(image)[None, None] > 0.5).float()
+    frames, _ = _read(path, fps)
+    return (frames.mean(dim=1, keepdim=True) > 0.5).float()
+
+
+def _parse_size(size: str | None) -> tuple[int, int] | str | None:
+    if size is None or size == "target":
+        return size
+    try:
+        w, h = (int(v) for v in size.lower().split("x"))
+        if w <= 0 or h <= 0:
+            raise ValueError
+    except ValueError:
+        raise RecaptureError(f"--size {size!r} is not 'target' or WIDTHxHEIGHT (e.g. 384x256)") from None
+    return h, w
+
+
+def _resize(frames: Tensor, hw: tuple[int, int], nearest: bool = False) -> Tensor:
+    if tuple(frames.shape[-2:]) == hw:
+        return frames
+    if nearest:
+        return F.interpolate(frames, size=hw, mode="nearest")
+    return F.interpolate(frames, size=hw, mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
+
+
+def _hw(x: Tensor) -> str:
+    return f"{x.shape[-1]}x{x.shape[-2]}"
+
+
+def _load_item(
+    name: str, item: _Item, size: Any, max_frames: int | None, fps: float | None
+) -> dict[str, Any]:
+    pred, rate = _read(item.pred, fps)
+    target = None if item.target is None else _read(item.target, fps)[0]
+    mask = None if item.mask is None else _read_mask(item.mask, fps)
+    if max_frames is not None:
+        pred = pred[:max_frames]
+        target = None if target is None else target[:max_frames]
+        mask = None if mask is None else mask[:max_frames]
+    if target is not None and target.shape[0] != pred.shape[0]:
+        raise RecaptureError(
+            f"{name}: the prediction has {pred.shape[0]} frames and the target {target.shape[0]}; "
+            f"pass --max_frames {min(pred.shape[0], target.shape[0])} to score the first frames of each"
+        )
+    if isinstance(size, tuple):
+        pred = _resize(pred, size)
+        target = None if target is None else _resize(target, size)
+    elif size == "target" and target is not None:
+        pred = _resize(pred, tuple(target.shape[-2:]))
+    if target is not None and target.shape[-2:] != pred.shape[-2:]:
+        raise RecaptureError(
+            f"{name}: the prediction is {_hw(pred)} (WxH) and the target {_hw(target)}; pass --size target to "
+            "resize the prediction to the target's size, or --size WxH to resize both"
+        )
+    if mask is not None:
+        if mask.shape[-2:] != pred.shape[-2:]:
+            if size is None:
+                raise RecaptureError(
+                    f"{name}: the mask is {_hw(mask)} but the videos are {_hw(pred)}; pass --size to resize it "
+                    "(nearest neighbour) or supply a mask of the same size"
+                )
+            mask = _resize(mask, tuple(pred.shape[-2:]), nearest=True)
+        if mask.shape[0] == 1 and pred.shape[0] > 1:
+            mask = mask.expand(pred.shape[0], -1, -1, -1)
+        if mask.shape[0] != pred.shape[0]:
+            raise RecaptureError(
+                f"{name}: the mask has {mask.shape[0]} frames and the prediction {pred.shape[0]}"
+            )
+    return {"pred": pred, "target": target, "mask": mask, "fps": rate}
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def _format(name: str, value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    digits = 4 if name.startswith(("ssim", "lpips")) else 2 if name.startswith("psnr") else 3
+    return f"{value:.{digits}f}"
+
+
+def _markdown(
+    names: list[str], videos: dict[str, dict[str, float | None]], mean: dict[str, float | None]
+) -> str:
+    lines = ["| video | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+    for video, values in videos.items():
+        lines.append(f"| {video} | " + " | ".join(_format(n, values[n]) for n in names) + " |")
+    lines.append("| **mean** | " + " | ".join(_format(n, mean[n]) for n in names) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def evaluate(
+    pred: Path,
+    target: Path | None = None,
+    output: Path = Path("outputs/eval"),
+    mask: Path | None = None,
+    metrics: str = "psnr,ssim",
+    size: str | None = None,
+    max_frames: int | None = None,
+    fps: float | None = None,
+    camera: Path | None = None,
+    trajectory: Path | None = None,
+    object_class: str | None = None,
+    lpips_alexnet: Path | None = None,
+    lpips_lin: Path | None = None,
+    dino: str | None = None,
+    clip: str | None = None,
+    aesthetic_clip: str | None = None,
+    aesthetic_head: Path | None = None,
+    musiq: Path | None = None,
+    grit: Path | None = None,
+    interpolator: str | None = None,
+    flow: str | None = None,
+    device: str = "cpu",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Score prediction video(s) against target video(s); write DIR/metrics.json and DIR/metrics.md.
+
+    A video is a video file or a folder of frame images; --pred may also be a folder of videos, in
+    which case --target, --mask and --camera are folders matched by name (file stem or folder name).
+
+    Args:
+        pred: prediction video, or folder of videos.
+        target: target video (or folder); needed by psnr, ssim, lpips and their masked variants.
+        output: output folder for metrics.json (per video and mean) and metrics.md (a table).
+        mask: mask video, single image or frame folder (or a folder of them); white (> 0.5) marks
+            the pixels the masked metrics use (e.g. the occluded region). Adds psnr_masked,
+            ssim_masked, lpips_masked for the image metrics requested.
+        metrics: comma-separated names: psnr, ssim, lpips, psnr_masked, ssim_masked, lpips_masked,
+            subject_consistency, background_consistency, temporal_flickering, motion_smoothness,
+            dynamic_degree, aesthetic_quality, imaging_quality, object_class, rot_err, trans_err,
+            cammc; aliases vbench (the first seven VBench dimensions) and camera.
+        size: None (sizes must match), 'target' (resize the prediction to the target's size) or
+            WIDTHxHEIGHT such as 384x256 (resize prediction, target and mask).
+        max_frames: score only the first N frames of each video.
+        fps: frame rate to assume, overriding the files' (frame folders otherwise count as 24 fps);
+            dynamic_degree depends on it.
+        camera: poses estimated from the prediction (COLMAP images.txt or folder, .json or .npy
+            of camera-to-world matrices), or a folder of them matched by name.
+        trajectory: the requested camera trajectory (same formats); one file is shared by all videos.
+        object_class: COCO class the videos should show (object_class).
+        lpips_alexnet: torchvision's AlexNet state dict (https://download.pytorch.org/models/alexnet-owt-7be5be79.pth).
+        lpips_lin: LPIPS v0.1 linear heads (lpips/weights/v0.1/alex.pth from the lpips package).
+        dino: DINO ViT-B/16 hub id or local transformers folder (default facebook/dino-vitb16).
+        clip: CLIP ViT-B/32 hub id or local folder (default openai/clip-vit-base-patch32).
+        aesthetic_clip: CLIP ViT-L/14 hub id or local folder (default openai/clip-vit-large-patch14).
+        aesthetic_head: LAION aesthetic head sa_0_4_vit_l_14_linear.pth.
+        musiq: MUSIQ-SPAQ weights musiq_spaq_ckpt-358bb6af.pth (needs the vbench extra).
+        grit: GRiT weights grit_b_densecap_objectdet.pth (needs the vbench extra).
+        interpolator: 'module:factory' returning a frame interpolator (frame0, frame1) -> midpoint (AMT-S).
+        flow: 'module:factory' returning an optical-flow callable (img1, img2) -> flow (RAFT).
+        device: device for the metric models.
+        progress: show a progress bar over videos.
+
+    Returns:
+        the report written to metrics.json.
+    """
+    from tqdm.auto import tqdm
+
+    from recapture.metrics.collection import MetricModels, MetricSet, parse_metric_names, weights_from
+
+    names = parse_metric_names(metrics, with_mask=mask is not None)
+    resize_to = _parse_size(size)
+    if max_frames is not None and max_frames < 1:
+        raise RecaptureError(f"--max_frames must be >= 1, got {max_frames}")
+    items = _pair_up(Path(pred), _opt(target), _opt(mask), _opt(camera), _opt(trajectory))
+    weights = weights_from(
+        lpips_alexnet=lpips_alexnet, lpips_lin=lpips_lin, dino=dino, clip=clip, aesthetic_clip=aesthetic_clip,
+        aesthetic_head=aesthetic_head, musiq=musiq, grit=grit, interpolator=interpolator, flow=flow, device=device,
+    )  # fmt: skip
+    models = MetricModels(weights)
+    total = MetricSet(names, models, fps=fps, object_class=object_class)
+    videos: dict[str, dict[str, float | None]] = {}
+    for name, item in tqdm(
+        items.items(), desc="evaluate", unit="video", disable=not progress or len(items) < 2
+    ):
+        data = _load_item(name, item, resize_to, max_frames, fps)
+        poses = _poses(item) if total.camera is not None else (None, None)
+        one = MetricSet(names, models, fps=fps, object_class=object_class)
+        one.update(data["pred"], data["target"], data["mask"], data["fps"], *poses)
+        videos[name] = {k: _finite(v) for k, v in one.compute().items()}
+        total.merge(one)
+    mean = {k: _finite(v) for k, v in total.compute().items()}
+    report = {
+        "metrics": names,
+        "mean": mean,
+        "videos": videos,
+        "num_videos": len(videos),
+        "settings": {"pred": str(pred), "target": _str(target), "mask": _str(mask), "size": size,
+                     "max_frames": max_frames, "fps": fps, "camera": _str(camera), "trajectory": _str(trajectory)},
+    }  # fmt: skip
+    output = Path(output)
+    write_json(output / "metrics.json", report)
+    with atomic_path(output / "metrics.md") as tmp:
+        tmp.write_text(_markdown(names, videos, mean))
+    return report
+
+
+def _opt(path: Path | str | None) -> Path | None:
+    return None if path is None else Path(path)
+
+
+def _str(path: Path | str | None) -> str | None:
+    return None if path is None else str(path)
+
+
+def _poses(item: _Item) -> tuple[Tensor, Tensor]:
+    from recapture.metrics.camera import read_poses
+
+    if item.camera is None or item.trajectory is None:
+        raise RecaptureError(
+            "camera metrics need --camera (poses estimated from the prediction) and --trajectory (requested poses)"
+        )
+    return read_poses(item.camera), read_poses(item.trajectory)
