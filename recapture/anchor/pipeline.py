@@ -1,0 +1,351 @@
+"""Stage 1 end to end: depth -> scene scale -> scaled trajectory -> anchor render -> report, cached.
+
+:func:`build_anchor` is what ``recapture anchor`` and the data module call; :func:`write_anchor_outputs`
+writes what a user looks at (anchor, mask, side-by-side preview, trajectory, report).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from recapture.anchor.cache import load_entry, save_entry
+from recapture.anchor.render import AnchorVideo, render_anchor
+from recapture.depth.base import DepthEstimator, check_depth, check_frames, scene_scale
+from recapture.utils import RecaptureError, hash_inputs, write_json
+
+if TYPE_CHECKING:
+    from recapture.cameras import Trajectory
+
+log = logging.getLogger(__name__)
+
+__all__ = ["AnchorConfig", "AnchorResult", "build_anchor", "preflight_message", "write_anchor_outputs"]
+
+CACHE_VERSION = "anchor-v1"  # bump when rendering changes so stale entries are not reused
+PREVIEW_TILE_WIDTH = 512
+
+
+@dataclass
+class AnchorConfig:
+    """Anchor rendering settings (the ``anchor:`` section of a config).
+
+    Attributes:
+        mode: ``"hard"`` z-buffer splat (default) or differentiable ``"soft"`` splat.
+        footprint: hard mode: odd splat size in pixels; 1 is exact, 3 closes pinholes on slanted
+            surfaces (slightly grows foreground edges).
+        fov_deg: horizontal field of view assumed for the source video when no K is known.
+        mask_erode: shrink the valid region by this many pixels (drops unreliable hole rims).
+        mask_dilate: grow the valid region by this many pixels, filling from valid neighbours.
+        fuse_neighbors: beyond the paper (0 = off): also splat hidden static background from this
+            many frames on each side, filling disocclusions with real pixels.
+        min_coverage: warn before any diffusion runs when the mean valid fraction is below this.
+        soft_beta: soft mode depth sharpness.
+        cache_dir: on-disk anchor cache; ``None`` disables caching.
+        progress: progress bars over depth batches and rendered frames.
+    """
+
+    mode: Literal["hard", "soft"] = "hard"
+    footprint: int = 1
+    fov_deg: float = 60.0
+    mask_erode: int = 0
+    mask_dilate: int = 0
+    fuse_neighbors: int = 0
+    min_coverage: float = 0.6
+    soft_beta: float = 50.0
+    cache_dir: str | None = ".recapture_cache/anchors"
+    progress: bool = True
+
+
+@dataclass
+class AnchorResult:
+    """Everything stage 1 produced.
+
+    Attributes:
+        source: source video :math:`(T, 3, H, W)`.
+        anchor: the anchor video and its validity mask.
+        depth: source depth :math:`(T, 1, H, W)` in depth units.
+        K: target intrinsics :math:`(T, 3, 3)` (the anchor video's cameras; zoom changes them).
+        c2w: target poses :math:`(T, 4, 4)` relative to each source frame, in depth units.
+        trajectory: the trajectory as given (scene units).
+        fps: frame rate of the source clip.
+        depth_source: the depth estimator's name.
+        scene_scale: depth units per scene unit (median depth of frame 0).
+        report: the JSON report (see :func:`build_anchor`).
+        K_source: source intrinsics :math:`(3, 3)`.
+    """
+
+    source: Tensor
+    anchor: AnchorVideo
+    depth: Tensor
+    K: Tensor
+    c2w: Tensor
+    trajectory: Trajectory
+    fps: float
+    depth_source: str
+    scene_scale: float
+    report: dict[str, Any]
+    K_source: Tensor | None = None
+
+
+def preflight_message(coverage_mean: float, min_coverage: float, move: str = "") -> str | None:
+    """The user-facing warning when too little of the anchor is real, or None when coverage is fine.
+
+    Example: ``"this orbit reveals 46% unseen pixels; the result will be mostly hallucinated; try a
+    smaller angle or distance"``.
+    """
+    if coverage_mean >= min_coverage:
+        return None
+    unseen = 1.0 - coverage_mean
+    how = "mostly" if unseen >= 0.4 else "largely"
+    what = f"this {move}" if move else "this camera move"
+    return (
+        f"{what} reveals {unseen:.0%} unseen pixels; the result will be {how} hallucinated; try a "
+        f"smaller angle or distance (mean anchor coverage {coverage_mean:.1%} < anchor.min_coverage "
+        f"{min_coverage:.0%})"
+    )
+
+
+def _cache_key(
+    frames: Tensor,
+    estimator: DepthEstimator,
+    trajectory: Trajectory,
+    config: AnchorConfig,
+    K: Tensor | None,
+    extra: Any,
+) -> str:
+    settings = dataclasses.asdict(config)
+    for k in ("cache_dir", "min_coverage", "progress"):
+        settings.pop(k)
+    token = getattr(estimator, "cache_token", estimator.name)
+    target_k = trajectory.intrinsics if trajectory.intrinsics is not None else trajectory.focal_scale
+    return hash_inputs(CACHE_VERSION, frames, token, trajectory.c2w, target_k, settings, K, extra)
+
+
+def _move_name(trajectory: Trajectory) -> str:
+    name = (getattr(trajectory, "name", "") or "").strip()
+    return name.split()[0] if name else ""
+
+
+def build_anchor(
+    frames: Tensor,
+    fps: float,
+    depth_estimator: DepthEstimator,
+    trajectory: Trajectory,
+    config: AnchorConfig,
+    K: Tensor | None = None,
+    cache_key_extra: Any = None,
+) -> AnchorResult:
+    """Estimate depth, scale the trajectory to depth units, render the anchor, report; cached on disk.
+
+    The report holds ``num_frames``, ``height``, ``width``, ``fps``, per-frame ``coverage``,
+    ``coverage_mean``, ``coverage_min``, ``depth_source``, ``depth_is_prior``, ``scene_scale``,
+    ``mode``, ``empty_frames``, ``timings`` (seconds), ``cache`` (``"hit"``/``"miss"``/``"off"``),
+    ``cache_key``, ``preflight_warning`` and, with ``fuse_neighbors``, ``fusion`` (coverage without
+    fusion and the gain). When the mean coverage is below ``config.min_coverage`` a preflight
+    warning is issued (``warnings.warn`` and the log) before any diffusion runs.
+
+    Args:
+        frames: source video :math:`(T, 3, H, W)` in [0, 1].
+        fps: its frame rate.
+        depth_estimator: where depth comes from.
+        trajectory: new camera per frame, relative to the source camera, in scene units.
+        config: rendering settings.
+        K: source intrinsics :math:`(3, 3)`; default from ``config.fov_deg``.
+        cache_key_extra: anything else that should invalidate the cache (e.g. the video path).
+
+    Returns:
+        :class:`AnchorResult`.
+    """
+    from recapture.cameras import intrinsics_from_fov
+
+    check_frames(frames)
+    t_len, _, h, w = frames.shape
+    if trajectory.num_frames != t_len:
+        raise RecaptureError(
+            f"trajectory length mismatch: the trajectory has {trajectory.num_frames} poses but the video "
+            f"has {t_len} frames; build the trajectory with num_frames={t_len} (or Trajectory.resample)"
+        )
+    if K is not None:
+        K = torch.as_tensor(K).float()
+        if K.shape != (3, 3):
+            raise RecaptureError(f"K must be the (3, 3) source intrinsics, got {tuple(K.shape)}")
+    source_K = K if K is not None else intrinsics_from_fov(config.fov_deg, h, w)
+    move = _move_name(trajectory)
+
+    key = _cache_key(frames, depth_estimator, trajectory, config, K, cache_key_extra)
+    entry_path = Path(config.cache_dir) / f"{key}.pt" if config.cache_dir else None
+    entry = load_entry(entry_path) if entry_path is not None else None
+    if entry_path is not None:
+        log.info("anchor cache %s %s", "hit" if entry is not None else "miss", key)
+    if entry is not None:
+        report = dict(entry["report"], cache="hit")
+        result = AnchorResult(
+            source=frames,
+            anchor=AnchorVideo(
+                entry["anchor_frames"], entry["anchor_mask"], entry["anchor_depth"], entry["info"]
+            ),
+            depth=entry["depth"],
+            K=entry["K"],
+            c2w=entry["c2w"],
+            trajectory=trajectory,
+            fps=float(fps),
+            depth_source=report["depth_source"],
+            scene_scale=float(entry["scene_scale"]),
+            report=report,
+            K_source=entry["K_source"],
+        )
+        _preflight(report, config)
+        return result
+
+    t0 = time.perf_counter()
+    depth = depth_estimator(frames)
+    check_depth(depth, frames)
+    t1 = time.perf_counter()
+    scale = scene_scale(depth)
+    scaled = trajectory.scaled(scale)
+    target_K = trajectory.intrinsics_for(source_K)
+    if depth_estimator.is_prior:
+        log.warning(
+            "anchor: depth is the weight-free PRIOR %s (report: depth_is_prior=true)", depth_estimator.name
+        )
+    kwargs = dict(
+        mode=config.mode,
+        footprint=config.footprint,
+        mask_erode=config.mask_erode,
+        mask_dilate=config.mask_dilate,
+        K_target=target_K,
+        soft_beta=config.soft_beta,
+    )
+    with torch.no_grad():
+        anchor = render_anchor(
+            frames,
+            depth,
+            source_K,
+            scaled.c2w,
+            fuse_neighbors=config.fuse_neighbors,
+            progress=config.progress,
+            **kwargs,
+        )
+        t2 = time.perf_counter()
+        fusion = None
+        if config.fuse_neighbors:
+            plain = render_anchor(frames, depth, source_K, scaled.c2w, **kwargs)
+            base, fused = float(plain.coverage.mean()), float(anchor.coverage.mean())
+            fusion = {
+                "fuse_neighbors": config.fuse_neighbors,
+                "coverage_mean_unfused": base,
+                "coverage_gain": fused - base,
+            }
+            log.info(
+                "anchor: neighbour fusion raised mean coverage %.1f%% -> %.1f%%", 100 * base, 100 * fused
+            )
+    coverage = anchor.coverage
+    report: dict[str, Any] = {
+        "num_frames": t_len,
+        "height": h,
+        "width": w,
+        "fps": float(fps),
+        "coverage": [round(float(c), 6) for c in coverage],
+        "coverage_mean": float(coverage.mean()),
+        "coverage_min": float(coverage.min()),
+        "depth_source": depth_estimator.name,
+        "depth_is_prior": bool(depth_estimator.is_prior),
+        "scene_scale": scale,
+        "mode": config.mode,
+        "footprint": config.footprint,
+        "fov_deg": None if K is not None else config.fov_deg,
+        "trajectory": getattr(trajectory, "name", ""),
+        "empty_frames": anchor.info.get("empty_frames", []),
+        "timings": {"depth_s": t1 - t0, "render_s": t2 - t1, "total_s": time.perf_counter() - t0},
+        "cache": "miss" if entry_path is not None else "off",
+        "cache_key": key,
+    }
+    if fusion is not None:
+        report["fusion"] = fusion
+    report["preflight_warning"] = preflight_message(report["coverage_mean"], config.min_coverage, move)
+    result = AnchorResult(
+        source=frames,
+        anchor=anchor,
+        depth=depth,
+        K=target_K,
+        c2w=scaled.c2w,
+        trajectory=trajectory,
+        fps=float(fps),
+        depth_source=depth_estimator.name,
+        scene_scale=scale,
+        report=report,
+        K_source=source_K,
+    )
+    if entry_path is not None:
+        save_entry(entry_path, result)
+    _preflight(report, config)
+    return result
+
+
+def _preflight(report: dict[str, Any], config: AnchorConfig) -> None:
+    msg = report.get("preflight_warning")
+    if msg:
+        warnings.warn(msg, UserWarning, stacklevel=3)
+        log.warning("preflight: %s", msg)
+
+
+def _preview_tiles(result: AnchorResult) -> list[Tensor]:
+    from recapture.io import overlay_mask
+
+    tiles = [
+        result.source.float(),
+        result.anchor.frames.float(),
+        overlay_mask(result.anchor.frames.float(), result.anchor.mask),
+    ]
+    w = tiles[0].shape[-1]
+    if w > PREVIEW_TILE_WIDTH:  # keep the 3-wide preview a sensible size
+        size = (round(tiles[0].shape[-2] * PREVIEW_TILE_WIDTH / w / 2) * 2, PREVIEW_TILE_WIDTH)
+        tiles = [
+            F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False) for x in tiles
+        ]
+    return [x.clamp(0, 1) for x in tiles]
+
+
+def write_anchor_outputs(result: AnchorResult, out_dir: str | Path) -> dict[str, Path]:
+    """Write ``anchor.mp4``, ``mask.mp4``, ``preview.mp4``, ``trajectory.json`` and ``report.json``.
+
+    Every file is written atomically. The preview shows source | anchor | mask overlay (invalid
+    pixels tinted) side by side with captions.
+
+    Args:
+        result: what :func:`build_anchor` returned.
+        out_dir: output folder (created).
+
+    Returns:
+        ``{"anchor": path, "mask": path, "preview": path, "trajectory": path, "report": path}``.
+    """
+    from recapture.cameras import save_trajectory
+    from recapture.io import make_grid, write_video
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    fps = result.fps
+    files = {
+        "anchor": write_video(out / "anchor.mp4", result.anchor.frames.clamp(0, 1), fps),
+        "mask": write_video(out / "mask.mp4", result.anchor.mask, fps),
+    }
+    mean = result.report["coverage_mean"]
+    captions = ["source", "anchor", f"valid {mean:.0%} (red: to generate)"]
+    if result.report.get("depth_is_prior"):
+        captions[1] = "anchor (depth prior)"
+    files["preview"] = write_video(
+        out / "preview.mp4", make_grid(_preview_tiles(result), captions=captions), fps
+    )
+    files["trajectory"] = save_trajectory(result.trajectory, out / "trajectory.json")
+    files["report"] = write_json(out / "report.json", result.report)
+    log.info("anchor outputs written to %s", out)
+    return {k: Path(v) for k, v in files.items()}
