@@ -1,0 +1,171 @@
+"""LoRA targeting, activation, training flags and the diffusers safetensors round trip."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from recapture.adaptation import (
+    LORA_WEIGHT_NAME,
+    SPATIAL_PATTERN,
+    TEMPORAL_PATTERN,
+    LoRAConfig,
+    adapter_parameters,
+    add_recapture_adapters,
+    build_tiny_components,
+    load_lora,
+    lora_target_modules,
+    save_lora,
+    set_active_adapters,
+    set_trainable_adapter,
+)
+from recapture.utils import RecaptureError
+
+PROJ = ("to_q", "to_k", "to_v", "to_out.0")
+
+
+def _expected(prefixes: list[str], kind: str, attn: str = "attn1") -> list[str]:
+    return sorted(f"{p}.{kind}.0.{attn}.{proj}" for p in prefixes for proj in PROJ)
+
+
+ATTENTIONS = [
+    "down_blocks.0.attentions.0",
+    "mid_block.attentions.0",
+    "up_blocks.1.attentions.0",
+    "up_blocks.1.attentions.1",
+]
+
+
+def test_patterns_on_names() -> None:
+    spatial = re.compile(SPATIAL_PATTERN)
+    temporal = re.compile(TEMPORAL_PATTERN)
+    s = "down_blocks.0.attentions.1.transformer_blocks.0.attn1.to_q"
+    t = "down_blocks.0.attentions.1.temporal_transformer_blocks.0.attn1.to_q"
+    assert spatial.fullmatch(s) and not spatial.fullmatch(t)
+    assert temporal.fullmatch(t) and not temporal.fullmatch(s)
+    assert not spatial.fullmatch("mid_block.attentions.0.transformer_blocks.0.attn2.to_k")
+    assert not spatial.fullmatch("up_blocks.1.attentions.0.transformer_blocks.0.attn1.to_out.1")
+
+
+def test_adapters_wrap_exactly_the_expected_modules(tiny) -> None:
+    config = LoRAConfig(rank=4)
+    add_recapture_adapters(tiny.unet, config)
+    wrapped = {"spatial": [], "temporal": []}
+    for name, module in tiny.unet.named_modules():
+        if hasattr(module, "lora_A"):
+            for adapter in module.lora_A:
+                wrapped[adapter].append(name)
+    assert sorted(wrapped["spatial"]) == _expected(ATTENTIONS, "transformer_blocks")
+    assert sorted(wrapped["temporal"]) == _expected(ATTENTIONS, "temporal_transformer_blocks")
+    assert lora_target_modules(tiny.unet, "spatial") == sorted(wrapped["spatial"])
+    assert all("temporal" not in n for n in wrapped["spatial"])
+    # Ranks and the default alpha (= rank, scale 1).
+    layer = tiny.unet.get_submodule(wrapped["spatial"][0])
+    assert layer.lora_A["spatial"].weight.shape[0] == 4 and layer.scaling["spatial"] == 1.0
+    # Base weights are frozen; LoRA parameters of both adapters are trainable.
+    trainable = {n for n, p in tiny.unet.named_parameters() if p.requires_grad}
+    assert trainable and all(".lora_A." in n or ".lora_B." in n for n in trainable)
+    assert len(adapter_parameters(tiny.unet, "spatial")) == 2 * 4 * len(ATTENTIONS)
+
+
+def test_temporal_cross_attention_option(tiny) -> None:
+    add_recapture_adapters(tiny.unet, LoRAConfig(rank=2, alpha=4.0, temporal_cross_attention=True))
+    names = lora_target_modules(tiny.unet, "temporal", LoRAConfig(temporal_cross_attention=True))
+    expected = _expected(ATTENTIONS, "temporal_transformer_blocks", "attn1") + _expected(
+        ATTENTIONS, "temporal_transformer_blocks", "attn2"
+    )
+    assert names == sorted(expected)
+    layer = tiny.unet.get_submodule(names[0])
+    assert "temporal" in layer.lora_A and layer.scaling["temporal"] == 2.0
+
+
+def test_both_adapters_active_and_each_changes_output(tiny, unet_inputs, run_unet, perturb_adapter) -> None:
+    x = unet_inputs()
+    with torch.no_grad():
+        base = run_unet(tiny.unet, x)
+        add_recapture_adapters(tiny.unet)
+        torch.testing.assert_close(run_unet(tiny.unet, x), base, rtol=1e-5, atol=1e-5)  # B = 0: no-op
+        perturb_adapter(tiny.unet, "spatial")
+        perturb_adapter(tiny.unet, "temporal", seed=2)
+        both = run_unet(tiny.unet, x)
+        set_active_adapters(tiny.unet, ["spatial"])
+        spatial_only = run_unet(tiny.unet, x)
+        set_active_adapters(tiny.unet, ["temporal"])
+        temporal_only = run_unet(tiny.unet, x)
+        set_active_adapters(tiny.unet, [])
+        none = run_unet(tiny.unet, x)
+        set_active_adapters(tiny.unet, ["spatial", "temporal"])
+        again = run_unet(tiny.unet, x)
+    torch.testing.assert_close(none, base, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(again, both, rtol=1e-5, atol=1e-5)
+    # Each adapter changes the output on its own, and dropping either one changes the combined output.
+    for out in (spatial_only, temporal_only):
+        assert (out - base).abs().max() > 1e-4
+    assert (both - spatial_only).abs().max() > 1e-4
+    assert (both - temporal_only).abs().max() > 1e-4
+
+
+def test_unknown_adapter_name_is_a_clear_error(tiny) -> None:
+    with pytest.raises(RecaptureError, match="no adapters"):
+        set_active_adapters(tiny.unet, ["spatial"])
+    add_recapture_adapters(tiny.unet)
+    for call in (
+        lambda: set_active_adapters(tiny.unet, ["spatial", "motion"]),
+        lambda: adapter_parameters(tiny.unet, "motion"),
+        lambda: set_trainable_adapter(tiny.unet, "motion"),
+        lambda: save_lora(tiny.unet, "motion", "unused"),
+    ):
+        with pytest.raises(RecaptureError, match=r"'motion'.*\['spatial', 'temporal'\]"):
+            call()
+    with pytest.raises(RecaptureError, match="already has adapter"):
+        add_recapture_adapters(tiny.unet)
+
+
+def test_set_trainable_adapter(tiny) -> None:
+    add_recapture_adapters(tiny.unet)
+    set_trainable_adapter(tiny.unet, "temporal")
+    trainable = {id(p) for p in tiny.unet.parameters() if p.requires_grad}
+    assert trainable == {id(p) for p in adapter_parameters(tiny.unet, "temporal")}
+    set_trainable_adapter(tiny.unet, None)
+    assert not any(p.requires_grad for p in tiny.unet.parameters())
+
+
+def test_save_load_roundtrip_on_fresh_unet(tiny, tmp_path, unet_inputs, run_unet, perturb_adapter) -> None:
+    add_recapture_adapters(tiny.unet, LoRAConfig(rank=4, alpha=8.0))
+    perturb_adapter(tiny.unet, "spatial")
+    perturb_adapter(tiny.unet, "temporal", seed=3)
+    out_dirs = {
+        name: save_lora(tiny.unet, name, tmp_path / "lora" / name) for name in ("spatial", "temporal")
+    }
+    weights = out_dirs["spatial"] / LORA_WEIGHT_NAME
+    assert weights.is_file() and not list((tmp_path / "lora").glob(".*partial*"))
+    with safe_open(str(weights), "pt") as f:
+        keys = list(f.keys())
+    assert keys and all(".lora_A." in k or ".lora_B." in k for k in keys)
+    assert all("temporal" not in k for k in keys)  # adapter names are not baked into the keys
+
+    fresh = build_tiny_components(seed=0).unet
+    x = unet_inputs()
+    for name, directory in out_dirs.items():
+        load_lora(fresh, name, directory)
+    with torch.no_grad():
+        torch.testing.assert_close(run_unet(fresh, x), run_unet(tiny.unet, x), rtol=1e-5, atol=1e-5)
+        set_active_adapters(fresh, ["spatial"])
+        set_active_adapters(tiny.unet, ["spatial"])
+        torch.testing.assert_close(run_unet(fresh, x), run_unet(tiny.unet, x), rtol=1e-5, atol=1e-5)
+    # Loading again under the same name replaces the adapter.
+    load_lora(fresh, "spatial", out_dirs["spatial"])
+    assert sorted(fresh.peft_config) == ["spatial", "temporal"]
+
+
+def test_load_lora_with_missing_files(tiny, tmp_path) -> None:
+    with pytest.raises(RecaptureError, match=rf"does not exist.*{LORA_WEIGHT_NAME}"):
+        load_lora(tiny.unet, "spatial", tmp_path / "nope")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "adapter_model.bin").write_bytes(b"")
+    with pytest.raises(RecaptureError, match=rf"empty.*{LORA_WEIGHT_NAME}.*adapter_model.bin"):
+        load_lora(tiny.unet, "spatial", empty)
