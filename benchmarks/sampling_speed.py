@@ -1,0 +1,196 @@
+"""Seconds per generated video and peak memory of ``recapture.sampling.generate``, as a Markdown table.
+
+    python benchmarks/sampling_speed.py                      # CUDA: full-size SVD, 14x576x1024 and 14x256x384
+    python benchmarks/sampling_speed.py --offload off on     # with and without model CPU offload
+    python benchmarks/sampling_speed.py --tiny               # the tiny model (default on CPU)
+
+On CUDA the full-size SVD architecture (UNet 1.5 B parameters with the img2vid-xt config, the
+temporal-decoder VAE, CLIP ViT-H/14) is built with random weights, so no download is needed; speed
+and memory do not depend on the weights' values. Both ReCapture LoRAs (rank ``--lora-rank``) are
+active, as in generation. Each row is the median of ``--repeats`` calls after one warm-up call;
+"peak" is ``torch.cuda.max_memory_allocated`` during the call (weights included). With offload the
+models start on the CPU and the time includes moving each of them to the GPU once.
+On CPU the tiny random model runs (the full-size one takes minutes per step there).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import statistics
+import sys
+
+import torch
+
+from recapture.adaptation import (
+    LoRAConfig,
+    SVDComponents,
+    add_recapture_adapters,
+    build_tiny_components,
+    enable_peft,
+    svd_scheduler,
+)
+from recapture.sampling import SamplingConfig, generate
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def parse_size(text: str) -> tuple[int, int, int]:
+    """``"14x256x384"`` -> ``(14, 256, 384)`` (frames, height, width)."""
+    t, h, w = (int(x) for x in text.lower().split("x"))
+    return t, h, w
+
+
+def full_size_components(device: torch.device, dtype: torch.dtype) -> SVDComponents:
+    """SVD's architecture with random weights: diffusers' UNet defaults (= img2vid-xt), SVD's VAE and CLIP-H."""
+    from diffusers import AutoencoderKLTemporalDecoder, UNetSpatioTemporalConditionModel
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    torch.manual_seed(0)
+    with torch.device(device):  # initialise in place: no 6 GB host-to-device copy
+        unet = enable_peft(UNetSpatioTemporalConditionModel())
+        vae = AutoencoderKLTemporalDecoder(
+            block_out_channels=(128, 256, 512, 512),
+            down_block_types=("DownEncoderBlock2D",) * 4,
+            layers_per_block=2,
+            latent_channels=4,
+            sample_size=768,
+        )
+        clip = CLIPVisionModelWithProjection(
+            CLIPVisionConfig(
+                hidden_size=1280,
+                intermediate_size=5120,
+                num_hidden_layers=32,
+                num_attention_heads=16,
+                patch_size=14,
+                image_size=224,
+                projection_dim=1024,
+                hidden_act="gelu",
+            )
+        )
+    for module in (unet, vae, clip):
+        module.to(dtype).eval()
+    return SVDComponents(
+        unet=unet, vae=vae, image_encoder=clip, scheduler=svd_scheduler(), num_frames_default=25
+    )
+
+
+def place(components: SVDComponents, device: torch.device) -> None:
+    for module in (components.unet, components.vae, components.image_encoder):
+        module.to(device)
+
+
+def run(
+    components: SVDComponents, size: tuple[int, int, int], config: SamplingConfig, repeats: int
+) -> tuple[float, float, float, float | None]:
+    """Median (total s, s per step, decode s) and the largest peak memory in GiB (None on CPU)."""
+    t, h, w = size
+    image = torch.rand(3, h, w, generator=torch.Generator().manual_seed(0))
+    warm = SamplingConfig(**{**vars(config), "num_inference_steps": 2})
+    generate(components, image, t, warm, adapters=None, progress=False)
+    outs = [generate(components, image, t, config, adapters=None, progress=False) for _ in range(repeats)]
+    peaks = [o.peak_memory_bytes for o in outs if o.peak_memory_bytes is not None]
+    return (
+        statistics.median(o.timings["total_s"] for o in outs),
+        statistics.median(o.timings["s_per_step"] for o in outs),
+        statistics.median(o.timings["decode_s"] for o in outs),
+        max(peaks) / 2**30 if peaks else None,
+    )
+
+
+def machine_line(device: torch.device) -> str:
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+        name = f"{platform.machine()} {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, load {load:.1f}"
+    return f"{name}; torch {torch.__version__}; {datetime.date.today().isoformat()}"
+
+
+def main(argv: list[str] | None = None) -> str:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda if available)")
+    parser.add_argument(
+        "--sizes", nargs="+", default=None, help="TxHxW (default CUDA: 14x576x1024 14x256x384)"
+    )
+    parser.add_argument("--steps", type=int, default=25)
+    parser.add_argument("--min-guidance", type=float, default=1.0)
+    parser.add_argument("--max-guidance", type=float, default=3.0, help="> 1 means CFG (two UNet passes)")
+    parser.add_argument("--decode-chunk-size", type=int, default=8)
+    parser.add_argument("--dtype", choices=sorted(_DTYPES), default=None, help="default: float16 on CUDA")
+    parser.add_argument(
+        "--offload",
+        nargs="+",
+        choices=["off", "on"],
+        default=None,
+        help="model CPU offload settings to compare (default CUDA: off on; CPU: off)",
+    )
+    parser.add_argument("--forward-chunking", action="store_true")
+    parser.add_argument("--lora-rank", type=int, default=16, help="0: no LoRA adapters")
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--tiny", action="store_true", help="the tiny random model (always on CPU)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    args = parser.parse_args(argv)
+
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    cuda = device.type == "cuda"
+    tiny = args.tiny or not cuda
+    dtype = _DTYPES[args.dtype or ("float16" if cuda else "float32")]
+    sizes = [
+        parse_size(s)
+        for s in (args.sizes or (["14x576x1024", "14x256x384"] if cuda else ["14x64x96", "14x256x384"]))
+    ]
+    offloads = args.offload or (["off", "on"] if cuda else ["off"])
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    components = build_tiny_components(0) if tiny else full_size_components(device, dtype)
+    place(components, device)
+    for module in (components.unet, components.vae, components.image_encoder):
+        if module.dtype != dtype:
+            module.to(dtype)
+    if args.lora_rank > 0:
+        add_recapture_adapters(components.unet, LoRAConfig(rank=args.lora_rank))
+    params = sum(p.numel() for p in components.unet.parameters()) / 1e6
+
+    lines = [
+        f"Sampling speed: `{' '.join(['python', 'benchmarks/sampling_speed.py', *(argv if argv is not None else sys.argv[1:])])}`",
+        "",
+        f"Machine: {machine_line(device)}. Model: {'tiny random' if tiny else 'full-size SVD, random weights'} "
+        f"(UNet {params:.1f} M parameters incl. LoRA rank {args.lora_rank}), {str(dtype).removeprefix('torch.')}, "
+        f"{args.steps} Euler steps, guidance {args.min_guidance}->{args.max_guidance}"
+        f"{' (CFG)' if args.max_guidance > 1 else ''}, decode chunk {args.decode_chunk_size}.",
+        "",
+        "| frames x H x W | offload | s / video | s / step | decode s | peak GiB |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for size in sizes:
+        for offload in offloads:
+            place(components, torch.device("cpu") if offload == "on" and cuda else device)
+            config = SamplingConfig(
+                num_inference_steps=args.steps,
+                min_guidance_scale=args.min_guidance,
+                max_guidance_scale=args.max_guidance,
+                decode_chunk_size=args.decode_chunk_size,
+                cpu_offload=offload == "on",
+                forward_chunking=args.forward_chunking,
+            )
+            try:
+                total, per_step, decode, peak = run(components, size, config, args.repeats)
+                row = (
+                    f"{total:.2f} | {per_step:.3f} | {decode:.2f} | {'-' if peak is None else f'{peak:.1f}'}"
+                )
+            except torch.cuda.OutOfMemoryError:
+                torch.cuda.empty_cache()
+                row = "OOM | - | - | -"
+            lines.append(f"| {'x'.join(map(str, size))} | {offload} | {row} |")
+            print(lines[-1], file=sys.stderr, flush=True)
+    table = "\n".join(lines)
+    print(table)
+    return table
+
+
+if __name__ == "__main__":
+    main()

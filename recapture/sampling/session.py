@@ -1,0 +1,175 @@
+"""Temporary model state for one sampling call: active LoRAs, eval mode, memory options.
+
+Everything here is undone on exit (also on errors), so sampling in the middle of training (a
+callback) leaves the UNet's adapters, ``requires_grad`` flags, train/eval mode, devices and
+feed-forward chunking exactly as it found them.
+
+Memory options and their trade-offs (full SVD: UNet 1.5 B parameters, VAE 98 M, CLIP-H 632 M):
+
+* ``cpu_offload`` (CUDA only; ignored with a log line on CPU): accelerate hooks keep one model at a
+  time on the GPU, in the pipeline's order image encoder -> UNet -> VAE. Saves the memory of the
+  idle models (about 2.6 GB in fp16, 5.2 GB in fp32) for one host-to-device copy of each model per
+  call: seconds of transfer over a sampling run of tens of seconds. The biggest saving when the
+  weights, not the activations, are what does not fit.
+* ``decode_chunk_size``: the temporal VAE decoder holds the activations of every frame it decodes
+  at once; at 576x1024 decoding all 14 frames at once is the single largest activation peak of
+  generation. Chunks of a few frames cut that peak proportionally; the decoder's temporal layers
+  then mix frames within a chunk only (slight flicker possible at chunk borders). 8 is a safe
+  default for 24 GB; lower it first if decoding runs out of memory.
+* ``forward_chunking``: the UNet's feed-forward layers run one frame at a time
+  (``enable_forward_chunking``), trading a little speed for less activation memory at high
+  resolution.
+* Attention slicing does not apply: neither ``UNetSpatioTemporalConditionModel`` nor the temporal
+  VAE implements ``set_attention_slice`` (the pipeline's ``enable_attention_slicing`` is a no-op for
+  SVD), and with PyTorch 2's fused SDPA attention never materialises the attention matrix anyway.
+* Not done here: fp16/bf16 weights (choose the dtype when loading the components; halves weight
+  and activation memory) and sequential CPU offload (layer by layer; fits in a few GB but is many
+  times slower).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator, Sequence
+
+import torch
+
+from recapture.adaptation import SVDComponents, set_active_adapters
+from recapture.utils import RecaptureError
+
+log = logging.getLogger(__name__)
+
+
+def _tuner_layers(unet: torch.nn.Module) -> list[torch.nn.Module]:
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    return [m for m in unet.modules() if isinstance(m, BaseTunerLayer)]
+
+
+@contextlib.contextmanager
+def use_adapters(unet: torch.nn.Module, names: Sequence[str] | None) -> Iterator[None]:
+    """Activate exactly the LoRA adapters ``names`` inside the block, then restore the previous state.
+
+    Args:
+        unet: UNet with PEFT adapters (or none when ``names`` is None or empty).
+        names: adapters to activate; an empty sequence disables every adapter (base model); None
+            leaves the UNet as it is.
+    """
+    if names is None:
+        yield
+        return
+    names = [names] if isinstance(names, str) else list(names)
+    layers = _tuner_layers(unet)
+    if not layers:
+        if names:
+            raise RecaptureError(
+                f"the UNet has no LoRA adapters but adapters={names} were requested: add or load them "
+                "first (add_recapture_adapters / load_lora), or pass adapters=None to sample the base model"
+            )
+        yield
+        return
+    saved = [(layer, list(layer.active_adapters), layer.disable_adapters) for layer in layers]
+    grads = [(p, p.requires_grad) for p in unet.parameters()]
+    try:
+        set_active_adapters(unet, names)
+        yield
+    finally:
+        for layer, active, disabled in saved:
+            layer.set_adapter(active)
+            layer.enable_adapters(not disabled)
+        for p, flag in grads:
+            p.requires_grad_(flag)
+
+
+@contextlib.contextmanager
+def eval_mode(*modules: torch.nn.Module) -> Iterator[None]:
+    """Put modules in eval mode (no LoRA dropout) inside the block; restore each submodule's flag after."""
+    flags = [(m, m.training) for module in modules for m in module.modules()]
+    try:
+        for module in modules:
+            module.eval()
+        yield
+    finally:
+        for m, flag in flags:
+            m.training = flag
+
+
+@contextlib.contextmanager
+def feed_forward_chunking(unet: torch.nn.Module, enabled: bool) -> Iterator[None]:
+    """Run the UNet's feed-forward layers one batch element (frame) at a time inside the block."""
+    if not enabled:
+        yield
+        return
+    blocks = [m for m in unet.modules() if hasattr(m, "set_chunk_feed_forward")]
+    saved = [(m, getattr(m, "_chunk_size", None), getattr(m, "_chunk_dim", 0)) for m in blocks]
+    try:
+        unet.enable_forward_chunking(chunk_size=1, dim=0)
+        yield
+    finally:
+        for m, size, dim in saved:  # set back directly: some blocks ignore the dim argument
+            m._chunk_size, m._chunk_dim = size, dim
+
+
+@contextlib.contextmanager
+def model_offload(components: SVDComponents, device: torch.device) -> Iterator[None]:
+    """Keep one model at a time on ``device`` (accelerate hooks), image encoder -> UNet -> VAE.
+
+    On exit the hooks are removed and every model goes back to the device it was on.
+
+    Args:
+        components: ``SVDComponents``.
+        device: execution device (normally CUDA; any device works, which lets tests run it on CPU).
+    """
+    from accelerate import cpu_offload_with_hook
+    from accelerate.hooks import remove_hook_from_module
+
+    models = [components.image_encoder, components.unet, components.vae]
+    homes = [next(m.parameters()).device for m in models]
+    try:
+        previous = None
+        for model in models:
+            _, previous = cpu_offload_with_hook(model, device, prev_module_hook=previous)
+        yield
+    finally:
+        for model, home in zip(models, homes, strict=True):
+            remove_hook_from_module(model, recurse=True)
+            model.to(home)
+
+
+def execution_device(components: SVDComponents, cpu_offload: bool) -> torch.device:
+    """Device the sampling runs on: the UNet's, or the current CUDA device when offloading from the CPU."""
+    device = next(components.unet.parameters()).device
+    if cpu_offload and device.type == "cpu" and torch.cuda.is_available():
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+@contextlib.contextmanager
+def sampling_session(
+    components: SVDComponents,
+    adapters: Sequence[str] | None,
+    cpu_offload: bool = False,
+    chunk_feed_forward: bool = False,
+) -> Iterator[torch.device]:
+    """Set up the models for one sampling call; yields the execution device.
+
+    Args:
+        components: ``SVDComponents``.
+        adapters: LoRA adapters to activate (see ``use_adapters``).
+        cpu_offload: model CPU offload on CUDA; logged and ignored without CUDA.
+        chunk_feed_forward: feed-forward chunking in the UNet.
+    """
+    device = execution_device(components, cpu_offload)
+    offload = cpu_offload and device.type == "cuda"
+    if cpu_offload and not offload:
+        log.info(
+            "cpu_offload ignored: it only applies when sampling on a CUDA device (running on %s)", device
+        )
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(eval_mode(components.unet, components.vae, components.image_encoder))
+        stack.enter_context(use_adapters(components.unet, adapters))
+        stack.enter_context(feed_forward_chunking(components.unet, chunk_feed_forward))
+        if offload:
+            stack.enter_context(model_offload(components, device))
+        yield device
