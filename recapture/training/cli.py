@@ -1,14 +1,30 @@
-"""LightningCLI wiring for the Lightning family of ``recapture`` subcommands."""
+"""LightningCLI wiring for the Lightning family of ``recapture`` subcommands.
+
+``fit``/``validate``/``test``/``predict`` are Lightning's; ``anchor`` and ``generate`` are methods of
+:class:`ReCaptureTrainer`, so they read the same ``model:``/``data:``/``trainer:`` YAML sections
+(``recapture anchor --config configs/orbit.yaml --data.video clip.mp4 --output out/``).
+"""
 
 from __future__ import annotations
 
+import logging
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-from lightning.pytorch.cli import LightningCLI
+import torch
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
-# Subcommands added by ReCaptureTrainer methods, with their one-line help (filled in by later stages).
-_EXTRA: dict[str, str] = {}
+from recapture.utils import RecaptureError
+
+log = logging.getLogger("recapture")
+
+_EXTRA: dict[str, str] = {
+    "anchor": "Render the anchor video, validity mask, preview and report for a trajectory (stage 1).",
+    "generate": "Generate and SDEdit-refine from saved LoRAs and the cached anchor, without training.",
+}
 
 
 def extra_subcommands() -> dict[str, str]:
@@ -16,14 +32,181 @@ def extra_subcommands() -> dict[str, str]:
     return dict(_EXTRA)
 
 
+class ReCaptureTrainer(Trainer):
+    """Lightning ``Trainer`` with recapture's extra subcommands."""
+
+    def anchor(self, model: LightningModule, datamodule: Any, output: Path | None = None) -> dict[str, Path]:
+        """Render the anchor video, validity mask, preview and report for a trajectory (stage 1).
+
+        Args:
+            model: unused (the anchor needs no diffusion model).
+            datamodule: the data module holding the video, depth and trajectory settings.
+            output: output folder; default ``trainer.default_root_dir``. Receives ``anchor.mp4``,
+                ``mask.mp4``, ``preview.mp4``, ``trajectory.json`` and ``report.json``.
+        """
+        from recapture.anchor import write_anchor_outputs
+
+        out = Path(output) if output is not None else Path(self.default_root_dir)
+        result = datamodule.build_anchor()
+        files = write_anchor_outputs(result, out)
+        report = result.report
+        print(
+            f"anchor: {report['num_frames']} frames {report['width']}x{report['height']}, coverage mean "
+            f"{report['coverage_mean']:.1%} (min {report['coverage_min']:.1%}), depth {report['depth_source']} -> {out}"
+        )
+        return files
+
+    def generate(
+        self,
+        model: LightningModule,
+        datamodule: Any,
+        lora_dir: Path | None = None,
+        output: Path | None = None,
+        seed: int | None = None,
+        refine_strength: float | None = None,
+    ) -> dict[str, Path]:
+        """Generate and SDEdit-refine from saved LoRAs and the cached anchor, without training.
+
+        Args:
+            model: the module (its ``components``, ``lora``, ``sampling`` and ``refine`` settings are used).
+            datamodule: the data module (video and trajectory settings select the cached anchor).
+            lora_dir: folder with ``spatial/`` and ``temporal/`` LoRAs; default ``<default_root_dir>/lora``.
+            output: output folder; default ``<default_root_dir>/generate_seed<seed>``.
+            seed: sampling seed (default ``model.sampling.seed``); the refinement uses it too.
+            refine_strength: SDEdit strength (default ``model.refine.strength``; 0 skips refinement).
+        """
+        from dataclasses import replace
+
+        from recapture.adaptation import load_lora
+        from recapture.io import write_video
+        from recapture.training.callbacks import generate_video, refine_video, write_refined
+
+        root = Path(self.default_root_dir)
+        lora_dir = Path(lora_dir) if lora_dir is not None else root / "lora"
+        sampling = model.sampling if seed is None else replace(model.sampling, seed=seed)
+        refine = replace(model.refine, seed=sampling.seed)
+        if refine_strength is not None:
+            refine = replace(refine, strength=refine_strength)
+        out = Path(output) if output is not None else root / f"generate_seed{sampling.seed}"
+        components = model.components
+        for name in ("spatial", "temporal"):
+            load_lora(model.unet, name, lora_dir / name)
+        device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+        _to(components, device)
+        anchor = datamodule.build_anchor()
+        model.eval()
+        with torch.no_grad():
+            generated, t_gen = generate_video(components, anchor, sampling)
+            refined, t_ref = refine_video(components, generated, anchor, refine)
+        files = {"generated": write_video(out / "generated.mp4", generated, datamodule.fps)}
+        files.update(write_refined(out, anchor, refined, datamodule.fps))
+        print(f"generate: {t_gen:.1f} s, refine: {t_ref:.1f} s (seed {sampling.seed}, strength {refine.strength}) -> {out}")
+        return files
+
+
+def _to(components: Any, device: torch.device) -> None:
+    for part in (components.unet, components.vae, components.image_encoder):
+        part.to(device)
+
+
+class RunConfigSaver(SaveConfigCallback):
+    """Save the resolved config as ``<default_root_dir>/config.yaml`` and log it to the loggers."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["save_to_log_dir"] = False
+        super().__init__(*args, **kwargs)
+
+    def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        from recapture.utils import atomic_path
+
+        path = Path(trainer.default_root_dir) / self.config_filename
+        with atomic_path(path) as tmp:
+            self.parser.save(self.config, str(tmp), skip_none=False, overwrite=True, multifile=False)
+        for lg in trainer.loggers:
+            lg.log_hyperparams(self.config.as_dict() if hasattr(self.config, "as_dict") else dict(self.config))
+
+
 class ReCaptureCLI(LightningCLI):
-    """LightningCLI with recapture's defaults (seeded runs, config saved next to the run)."""
+    """LightningCLI over :class:`ReCaptureModule` / :class:`ReCaptureDataModule` / :class:`ReCaptureTrainer`."""
+
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        commands = LightningCLI.subcommands()
+        commands["anchor"] = {"model", "datamodule"}
+        commands["generate"] = {"model", "datamodule"}
+        return commands
+
+    def before_instantiate_classes(self) -> None:
+        ensure_wandb_mode()
+
+    def before_fit(self) -> None:
+        # end-of-fit callbacks must run in pipeline order whatever their order in the YAML
+        self.trainer.callbacks.sort(key=lambda cb: getattr(cb, "order", 0))
+
+    def after_fit(self) -> None:
+        finish_loggers(self.trainer)
+        root = Path(self.trainer.default_root_dir)
+        print(f"recapture: outputs in {root} (refined.mp4, comparison.mp4, report.json, lora/)")
+
+
+def finish_loggers(trainer: Trainer) -> None:
+    """Close W&B runs so that the next fit in this process starts its own run."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    for lg in trainer.loggers:
+        if isinstance(lg, WandbLogger) and lg._experiment is not None:
+            lg.experiment.finish()
+
+
+def ensure_wandb_mode() -> str:
+    """Run W&B offline when no credentials are configured, and say how to sync later.
+
+    Returns the mode in force (``online``/``offline``/whatever ``WANDB_MODE`` says).
+    """
+    import os
+
+    if os.environ.get("WANDB_MODE"):
+        return os.environ["WANDB_MODE"]
+    if os.environ.get("WANDB_API_KEY") or _netrc_has_wandb():
+        return "online"
+    os.environ["WANDB_MODE"] = "offline"
+    log.warning(
+        "W&B: no credentials found (WANDB_API_KEY or `wandb login`), logging offline to ./wandb. "
+        "Upload later with `wandb sync wandb/offline-run-*`, or use --config configs/loggers/csv.yaml."
+    )
+    return "offline"
+
+
+def _netrc_has_wandb() -> bool:
+    import netrc
+    import os
+
+    try:
+        auth = netrc.netrc(os.environ.get("NETRC")).authenticators("api.wandb.ai")
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        return False
+    return auth is not None
 
 
 def run_lightning(args: Sequence[str] | None) -> Any:
-    """Run a Lightning subcommand (``fit``, ``validate``, ...) with ``args`` (None: ``sys.argv``)."""
-    return ReCaptureCLI(
-        args=None if args is None else list(args),
-        seed_everything_default=0,
-        save_config_kwargs={"overwrite": True},
-    )
+    """Run a Lightning subcommand (``fit``, ``anchor``, ...) with ``args`` (None: ``sys.argv``)."""
+    from recapture.training.datamodule import ReCaptureDataModule
+    from recapture.training.module import ReCaptureModule
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        return ReCaptureCLI(
+            ReCaptureModule,
+            ReCaptureDataModule,
+            trainer_class=ReCaptureTrainer,
+            save_config_callback=RunConfigSaver,
+            save_config_kwargs={"overwrite": True},
+            seed_everything_default=0,
+            args=None if args is None else list(args),
+        )
+    except RecaptureError as err:
+        if args is not None:  # in-process callers (tests, notebooks) get the exception
+            raise
+        print(f"recapture: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from err
+

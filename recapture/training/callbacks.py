@@ -1,0 +1,345 @@
+"""Callbacks that turn a fine-tuning run into the user's outputs.
+
+All write into the run folder (``trainer.default_root_dir``), atomically, on the global-zero rank.
+They run at the end of ``fit`` in this order whatever their order in the config (each has an
+``order``): ``ExportLoRA`` -> ``GenerateVideo`` -> ``SDEditRefine`` -> ``LogVideos`` ->
+``MetricsCallback`` -> ``RunReport``. Each can be left out of ``trainer.callbacks``.
+
+Run folder::
+
+    <run>/anchor.mp4 mask.mp4 preview.mp4 trajectory.json    (stage 1, written at setup)
+    <run>/generated.mp4 refined.mp4 comparison.mp4 videos.mp4 (stage 3)
+    <run>/lora/spatial/ lora/temporal/                        (diffusers LoRA safetensors)
+    <run>/config.yaml report.json checkpoints/
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.utilities import rank_zero_only
+
+from recapture.metrics import MetricWeights
+from recapture.utils import RecaptureError, write_json
+
+log = logging.getLogger(__name__)
+
+
+def run_dir(trainer: Trainer) -> Path:
+    """The run folder: ``trainer.default_root_dir``."""
+    return Path(trainer.default_root_dir)
+
+
+def _results(pl_module: LightningModule) -> dict[str, Any]:
+    """Per-run results shared by the callbacks (videos, timings, metrics)."""
+    if not hasattr(pl_module, "run_results"):
+        pl_module.run_results = {"timings": {}, "files": {}}
+    return pl_module.run_results
+
+
+def _record_file(pl_module: LightningModule, name: str, path: Path) -> None:
+    _results(pl_module)["files"][name] = str(path)
+
+
+class _Ordered(Callback):
+    order = 0
+
+
+class ExportLoRA(_Ordered):
+    """Save the two LoRAs as diffusers LoRA safetensors in ``<run>/<dirname>/{spatial,temporal}/``.
+
+    Args:
+        dirname: folder inside the run folder.
+    """
+
+    order = 10
+
+    def __init__(self, dirname: str = "lora") -> None:
+        self.dirname = dirname
+
+    @rank_zero_only
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        from recapture.adaptation import save_lora
+
+        for name in ("spatial", "temporal"):
+            path = save_lora(pl_module.unet, name, run_dir(trainer) / self.dirname / name)
+            _record_file(pl_module, f"lora_{name}", path)
+        log.info("saved LoRAs to %s", run_dir(trainer) / self.dirname)
+
+
+class GenerateVideo(_Ordered):
+    """Generate the re-angled video with both LoRAs (first anchor frame as the image prompt).
+
+    Args:
+        at_end: generate ``generated.mp4`` when training ends.
+        every_n_steps: also generate ``progress/step_XXXXXX.mp4`` every N steps to watch progress
+            (``None``: never; each costs one full sampling run).
+    """
+
+    order = 20
+
+    def __init__(self, at_end: bool = True, every_n_steps: int | None = None) -> None:
+        self.at_end = at_end
+        self.every_n_steps = every_n_steps
+
+    def _generate(self, trainer: Trainer, pl_module: LightningModule) -> torch.Tensor:
+        was_training = pl_module.training
+        pl_module.eval()
+        frames, seconds = generate_video(pl_module.components, trainer.datamodule.build_anchor(), pl_module.sampling)
+        pl_module.train(was_training)
+        _results(pl_module)["timings"]["generate_s"] = seconds
+        return frames
+
+    @rank_zero_only
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: Any) -> None:
+        n = self.every_n_steps
+        if not n or trainer.global_step % n or trainer.global_step == 0:
+            return
+        from recapture.io import write_video
+
+        frames = self._generate(trainer, pl_module)
+        path = write_video(run_dir(trainer) / "progress" / f"step_{trainer.global_step:06d}.mp4", frames,
+                           trainer.datamodule.fps)
+        _log_video(trainer, "progress/generated", path, trainer.datamodule.fps)
+
+    @rank_zero_only
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not self.at_end:
+            return
+        from recapture.io import write_video
+
+        frames = self._generate(trainer, pl_module)
+        _results(pl_module)["generated"] = frames
+        path = write_video(run_dir(trainer) / "generated.mp4", frames, trainer.datamodule.fps)
+        _record_file(pl_module, "generated", path)
+        log.info("wrote %s", path)
+
+
+class SDEditRefine(_Ordered):
+    """SDEdit refinement of the generated video with the spatial LoRA only (temporal LoRA off).
+
+    Writes ``refined.mp4`` and ``comparison.mp4`` (source | anchor | refined).
+
+    Args:
+        strength: overrides ``model.refine.strength`` when set (0 returns the video unchanged).
+    """
+
+    order = 30
+
+    def __init__(self, strength: float | None = None) -> None:
+        self.strength = strength
+
+    @rank_zero_only
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        from dataclasses import replace
+
+        results = _results(pl_module)
+        if "generated" not in results:
+            raise RecaptureError("SDEditRefine needs GenerateVideo(at_end=true) in trainer.callbacks")
+        config = pl_module.refine if self.strength is None else replace(pl_module.refine, strength=self.strength)
+        anchor = trainer.datamodule.build_anchor()
+        refined, seconds = refine_video(pl_module.components, results["generated"], anchor, config)
+        results["timings"]["refine_s"] = seconds
+        results["refined"] = refined
+        files = write_refined(run_dir(trainer), anchor, refined, trainer.datamodule.fps)
+        for name, path in files.items():
+            _record_file(pl_module, name, path)
+
+
+class LogVideos(_Ordered):
+    """Write ``videos.mp4`` (anchor | mask | generated | refined) and log it to the loggers (W&B)."""
+
+    order = 40
+
+    @rank_zero_only
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        from recapture.io import make_grid, overlay_mask, write_video
+
+        results = _results(pl_module)
+        anchor = trainer.datamodule.build_anchor().anchor
+        tiles = [anchor.frames, overlay_mask(anchor.frames, anchor.mask)]
+        captions = ["anchor", "mask"]
+        for name in ("generated", "refined"):
+            if name in results:
+                tiles.append(results[name])
+                captions.append(name)
+        path = write_video(run_dir(trainer) / "videos.mp4", make_grid(tiles, captions), trainer.datamodule.fps)
+        _record_file(pl_module, "videos", path)
+        _log_video(trainer, "videos/anchor_mask_generated_refined", path, trainer.datamodule.fps)
+
+
+class MetricsCallback(_Ordered):
+    """Score the final video after generation and log the numbers (W&B table, ``report.json``).
+
+    A user's own video has no ground truth, so by default the scores are:
+
+    * ``anchor_psnr`` / ``anchor_ssim``: agreement of the video with the anchor over the pixels
+      the anchor knows (its validity mask): how faithful the result is to the real content;
+    * no-reference VBench dimensions listed in ``metrics`` (``temporal_flickering`` needs no model;
+      ``subject_consistency``, ``background_consistency``, ... need their backbones in ``weights``).
+
+    Args:
+        metrics: VBench (no-reference) metric names, comma-separated or a list.
+        anchor_agreement: compute ``anchor_psnr``/``anchor_ssim`` over the anchor's valid pixels.
+        video: which video to score: ``refined`` (falls back to ``generated``) or ``generated``.
+        weights: where the metric models come from (see :class:`recapture.metrics.MetricWeights`).
+    """
+
+    order = 50
+
+    def __init__(
+        self,
+        metrics: str | list[str] = "temporal_flickering",
+        anchor_agreement: bool = True,
+        video: str = "refined",
+        weights: MetricWeights | None = None,
+    ) -> None:
+        self.metrics = metrics
+        self.anchor_agreement = anchor_agreement
+        self.video = video
+        self.weights = weights
+        self._models = None
+
+    @rank_zero_only
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        from recapture.metrics import MetricModels, compute_metrics
+
+        results = _results(pl_module)
+        pred = results.get(self.video, results.get("generated"))
+        if pred is None:
+            raise RecaptureError("MetricsCallback needs GenerateVideo(at_end=true) in trainer.callbacks")
+        if self._models is None:
+            self._models = MetricModels(self.weights)
+        anchor = trainer.datamodule.build_anchor().anchor
+        scores: dict[str, float] = {}
+        names = [m for m in (self.metrics.split(",") if isinstance(self.metrics, str) else self.metrics) if m]
+        if names:
+            scores.update(compute_metrics(pred, metrics=names, fps=trainer.datamodule.fps, models=self._models))
+        if self.anchor_agreement:
+            agree = compute_metrics(pred, anchor.frames, mask=anchor.mask, metrics=("psnr", "ssim"))
+            scores["anchor_psnr"] = agree["psnr_masked"]
+            scores["anchor_ssim"] = agree["ssim_masked"]
+        results["metrics"] = scores
+        log.info("metrics: %s", ", ".join(f"{k} {v:.4g}" for k, v in scores.items()))
+        for lg in trainer.loggers:
+            lg.log_metrics({f"eval/{k}": v for k, v in scores.items()}, step=trainer.global_step)
+        _log_table(trainer, "eval/metrics", scores)
+
+
+class RunReport(_Ordered):
+    """Write ``report.json``: settings, per-stage timings, peak memory, anchor coverage, files, metrics."""
+
+    order = 100
+
+    def __init__(self) -> None:
+        self._t0 = 0.0
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._t0 = time.perf_counter()
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._train_t0 = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        _results(pl_module)["timings"]["train_s"] = time.perf_counter() - getattr(self, "_train_t0", self._t0)
+
+    @rank_zero_only
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        results = _results(pl_module)
+        anchor = trainer.datamodule.build_anchor()
+        tensors = trainer.datamodule.tensors
+        report = {
+            "run_dir": str(run_dir(trainer)),
+            "global_step": trainer.global_step,
+            "anchor": {k: v for k, v in anchor.report.items() if k != "coverage"},
+            "coverage": anchor.report.get("coverage"),
+            "timings_s": {
+                **anchor.report.get("timings", {}),
+                "encode_s": (tensors.meta.get("encode_seconds") if tensors is not None else None),
+                **results["timings"],
+                "total_fit_s": time.perf_counter() - self._t0,
+            },
+            "peak_memory_gb": (torch.cuda.max_memory_allocated() / 2**30) if torch.cuda.is_available() else None,
+            "peak_host_memory_gb": _peak_rss_gb(),
+            "metrics": results.get("metrics", {}),
+            "files": results["files"],
+            "settings": {
+                "components": vars(pl_module.components_config),
+                "lora": vars(pl_module.lora),
+                "objective": vars(pl_module.objective),
+                "schedule": vars(pl_module.schedule),
+                "sampling": vars(pl_module.sampling),
+                "refine": vars(pl_module.refine),
+            },
+        }
+        path = write_json(run_dir(trainer) / "report.json", report)
+        log.info("wrote %s", path)
+        for lg in trainer.loggers:
+            lg.log_metrics({f"timing/{k}": v for k, v in report["timings_s"].items() if isinstance(v, (int, float))},
+                           step=trainer.global_step)
+
+
+def generate_video(components: Any, anchor: Any, sampling: Any) -> tuple[torch.Tensor, float]:
+    """Sample with both LoRAs, the first anchor frame as the image prompt: ``(frames, seconds)``."""
+    from recapture.sampling import generate
+
+    frames = anchor.anchor.frames
+    t0 = time.perf_counter()
+    out = generate(components, frames[0], frames.shape[0], sampling, anchor=frames)
+    return out.frames.cpu(), time.perf_counter() - t0
+
+
+def refine_video(components: Any, generated: torch.Tensor, anchor: Any, refine: Any) -> tuple[torch.Tensor, float]:
+    """SDEdit refinement with the spatial LoRA only: ``(frames, seconds)``."""
+    from recapture.sampling import sdedit_refine
+
+    t0 = time.perf_counter()
+    out = sdedit_refine(components, generated, anchor.anchor.frames[0], refine)
+    return out.frames.cpu(), time.perf_counter() - t0
+
+
+def write_refined(out_dir: Path, anchor: Any, refined: torch.Tensor, fps: float) -> dict[str, Path]:
+    """Write ``refined.mp4`` and ``comparison.mp4`` (source | anchor | refined) into ``out_dir``."""
+    from recapture.io import make_grid, write_video
+
+    grid = make_grid([anchor.source, anchor.anchor.frames, refined], ["source", "anchor", "refined"])
+    return {
+        "refined": write_video(out_dir / "refined.mp4", refined, fps),
+        "comparison": write_video(out_dir / "comparison.mp4", grid, fps),
+    }
+
+
+def _peak_rss_gb() -> float | None:
+    try:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    except Exception:  # pragma: no cover - not on every platform
+        return None
+
+
+def _log_table(trainer: Trainer, key: str, row: dict[str, float]) -> None:
+    """Log one row of numbers as a W&B table (other loggers get them via ``log_metrics``)."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    for lg in trainer.loggers:
+        if isinstance(lg, WandbLogger):
+            lg.log_table(key=key, columns=list(row), data=[list(row.values())])
+
+
+def _log_video(trainer: Trainer, key: str, path: Path, fps: float) -> None:
+    """Log an mp4 to W&B loggers (by path: wandb.Video from arrays needs moviepy)."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    for lg in trainer.loggers:
+        if isinstance(lg, WandbLogger):
+            import wandb
+
+            lg.experiment.log({key: wandb.Video(str(path), format="mp4"), "trainer/global_step": trainer.global_step})

@@ -1,0 +1,201 @@
+"""The ReCapture LightningModule: masked temporal-LoRA steps alternating with spatial-LoRA steps.
+
+* **temporal step** (paper eq. 5): the anchor clip, EDM loss masked by the anchor's validity mask;
+  the spatial LoRA is active (features pass through it) but frozen; only the temporal LoRA learns.
+* **spatial step** (paper eq. 6): augmented single source frames with the temporal layers bypassed
+  (:func:`recapture.adaptation.temporal_bypass`), each conditioned on another source frame; only the
+  spatial LoRA learns.
+
+Which kind a step is follows :class:`StepSchedule` and the global step, so a resumed run continues
+the alternation exactly. Only the UNet is a registered submodule: the VAE and CLIP encoder stay on
+the CPU (the data module encodes everything once), and checkpoints hold only the LoRA weights.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+import torch
+from lightning.pytorch import LightningModule
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+
+from recapture.adaptation import (
+    ComponentsConfig,
+    EDMConfig,
+    LoRAConfig,
+    SVDComponents,
+    adapter_parameters,
+    add_recapture_adapters,
+    added_time_ids,
+    edm_loss,
+    load_components,
+    set_trainable_adapter,
+    temporal_bypass,
+)
+from recapture.sampling import RefineConfig, SamplingConfig
+from recapture.utils import RecaptureError
+
+log = logging.getLogger(__name__)
+
+Kind = Literal["temporal", "spatial"]
+
+
+@dataclass
+class StepSchedule:
+    """How temporal and spatial steps alternate.
+
+    Args:
+        temporal: temporal (anchor clip, masked) steps per cycle.
+        spatial: spatial (source frames, temporal bypass) steps per cycle.
+        order: ``temporal_first`` runs the cycle's temporal steps then its spatial steps;
+            ``spatial_first`` the reverse.
+    """
+
+    temporal: int = 1
+    spatial: int = 1
+    order: Literal["temporal_first", "spatial_first"] = "temporal_first"
+
+    def kind(self, step: int) -> Kind:
+        """Kind of global step ``step``."""
+        if self.temporal < 0 or self.spatial < 0 or self.temporal + self.spatial == 0:
+            raise RecaptureError(
+                f"model.schedule needs non-negative step counts with a positive sum, got "
+                f"temporal={self.temporal}, spatial={self.spatial}"
+            )
+        first, second = ("temporal", "spatial") if self.order == "temporal_first" else ("spatial", "temporal")
+        n_first = self.temporal if first == "temporal" else self.spatial
+        return first if step % (self.temporal + self.spatial) < n_first else second  # type: ignore[return-value]
+
+
+def _default_optimizer(params: Any) -> torch.optim.Optimizer:
+    """AdamW at the paper's learning rate (5e-4), no weight decay."""
+    return torch.optim.AdamW(params, lr=5e-4, weight_decay=0.0)
+
+
+class ReCaptureModule(LightningModule):
+    """Masked video fine-tuning of Stable Video Diffusion with a spatial and a temporal LoRA.
+
+    Args:
+        components: which SVD weights to load (hub id or local directory), or the tiny random set.
+        lora: rank (paper: 16), alpha and targets of the two LoRAs.
+        objective: EDM noise distribution, conditioning (fps, motion bucket, noise augmentation),
+            conditioning dropout and the latent mask threshold.
+        schedule: alternation of temporal and spatial steps.
+        gradient_checkpointing: recompute UNet activations in the backward pass (much less memory,
+            ~30% slower).
+        bypass_skip_compute: under the temporal bypass, skip the temporal blocks' compute (same output,
+            faster spatial steps).
+        optimizer: optimizer factory (default AdamW, lr 5e-4); set ``class_path``/``init_args`` in YAML.
+        lr_scheduler: optional learning-rate scheduler factory.
+        sampling: generation settings used after training (both LoRAs).
+        refine: SDEdit refinement settings (spatial LoRA only).
+    """
+
+    def __init__(
+        self,
+        components: ComponentsConfig = ComponentsConfig(),
+        lora: LoRAConfig = LoRAConfig(),
+        objective: EDMConfig = EDMConfig(),
+        schedule: StepSchedule = StepSchedule(),
+        gradient_checkpointing: bool = True,
+        bypass_skip_compute: bool = True,
+        optimizer: OptimizerCallable = _default_optimizer,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        sampling: SamplingConfig = SamplingConfig(),
+        refine: RefineConfig = RefineConfig(),
+    ) -> None:
+        super().__init__()
+        self.components_config = replace(components)
+        self.lora = replace(lora)
+        self.objective = replace(objective)
+        self.schedule = replace(schedule)
+        self.schedule.kind(0)  # validate early
+        self.gradient_checkpointing = gradient_checkpointing
+        self.bypass_skip_compute = bypass_skip_compute
+        self.optimizer_factory = optimizer
+        self.lr_scheduler_factory = lr_scheduler
+        self.sampling = replace(sampling)
+        self.refine = replace(refine)
+        self._components: SVDComponents | None = None
+        # checkpoints hold only LoRA weights: the frozen UNet is reloaded from `components`
+        self.strict_loading = False
+
+    # ------------------------------------------------------------------ components
+    @property
+    def components(self) -> SVDComponents:
+        """The SVD parts, loaded (and given the two LoRAs) on first use."""
+        if self._components is None:
+            self._components = load_components(self.components_config)
+            unet = self._components.unet
+            unet.requires_grad_(False)
+            self._components.vae.requires_grad_(False)
+            self._components.image_encoder.requires_grad_(False)
+            add_recapture_adapters(unet, self.lora)
+            if self.gradient_checkpointing:
+                unet.enable_gradient_checkpointing()
+            self.unet = unet  # the only registered submodule
+        return self._components
+
+    def components_id(self) -> str:
+        """Identifies the frozen weights (for latent caches)."""
+        c = self.components_config
+        return f"tiny-{c.tiny_seed}" if c.tiny else f"{c.pretrained}:{c.variant}"
+
+    def configure_model(self) -> None:
+        self.components  # noqa: B018 - builds the parts before the strategy moves them
+
+    # ------------------------------------------------------------------ training
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        kind = self.schedule.kind(self.global_step)
+        set_trainable_adapter(self.unet, kind)
+        if kind == "temporal":
+            latents = batch["temporal_latents"]
+            cond, embeds = batch["temporal_cond_latents"], batch["temporal_image_embeds"]
+            mask = batch["temporal_mask"]
+        else:
+            latents = batch["spatial_latents"]
+            cond, embeds = batch["spatial_cond_latents"], batch["spatial_image_embeds"]
+            mask = None
+        b = latents.shape[0]
+        time_ids = added_time_ids(
+            self.objective.fps, self.objective.motion_bucket_id, self.objective.noise_aug_strength, b
+        ).to(latents)
+        drop = torch.rand(b, device=latents.device) < self.objective.conditioning_dropout
+        if kind == "temporal":
+            out = edm_loss(self.unet, latents, cond, embeds, time_ids, mask=mask, config=self.objective,
+                           drop_conditioning=drop)
+        else:
+            with temporal_bypass(self.unet, skip_compute=self.bypass_skip_compute):
+                out = edm_loss(self.unet, latents, cond, embeds, time_ids, config=self.objective,
+                               drop_conditioning=drop)
+        self.log(f"train/loss_{kind}", out.loss, prog_bar=True, batch_size=b)
+        self.log("train/loss", out.loss, batch_size=b)
+        return out.loss
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        self.components  # noqa: B018
+        return adapter_parameters(self.unet, "spatial") + adapter_parameters(self.unet, "temporal")
+
+    def configure_optimizers(self) -> Any:
+        params = self.trainable_parameters()
+        for p in params:
+            p.requires_grad_(True)
+        optimizer = self.optimizer_factory(params)
+        if self.lr_scheduler_factory is None:
+            return optimizer
+        scheduler = self.lr_scheduler_factory(optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ------------------------------------------------------------------ checkpoints: LoRA only
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if "lora_" in k}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        missing = [k for k in self.unet.state_dict() if "lora_" in k and f"unet.{k}" not in checkpoint["state_dict"]]
+        if missing:
+            raise RecaptureError(
+                f"the checkpoint has no weights for {len(missing)} LoRA tensors (e.g. {missing[0]}): it was "
+                "saved with other LoRA settings (rank/targets); use the same model.lora as the run that wrote it"
+            )

@@ -1,0 +1,177 @@
+"""The Lightning layer as users run it: configs, `recapture fit/anchor/generate`, resume, outputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from recapture.cli import cli_main
+from recapture.io import read_video
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
+MAIN_CONFIGS = [p for p in CONFIGS if p.parent.name == "configs"]
+OVERLAYS = [p for p in CONFIGS if p.parent.name in ("trajectories", "loggers")]
+
+# a fast variant of the demo: few steps, few denoising steps
+FAST = [
+    "--trainer.max_steps", "4",
+    "--model.sampling.num_inference_steps", "4",
+    "--model.refine.num_inference_steps", "4",
+    "--model.refine.strength", "0.5",
+    "--data.num_frames", "4",
+    "--data.size", "128",
+    "--data.augment.pool_size", "2",
+    "--data.augment.condition_draws", "1",
+    "--trainer.enable_progress_bar", "false",
+]
+
+
+def _fast_args(tmp_path: Path, command: str = "fit", *extra: str) -> list[str]:
+    return [
+        command,
+        "--config", str(REPO / "configs" / "demo.yaml"),
+        *FAST,
+        "--trainer.default_root_dir", str(tmp_path / "run"),
+        "--data.anchor.cache_dir", str(tmp_path / "cache" / "anchors"),
+        "--data.latent_cache_dir", str(tmp_path / "cache" / "latents"),
+        *extra,
+    ]
+
+
+@pytest.fixture(autouse=True)
+def _chdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # wandb/ and other relative outputs stay in tmp
+    monkeypatch.setenv("WANDB_MODE", "offline")
+
+
+@pytest.mark.parametrize("config", MAIN_CONFIGS, ids=lambda p: p.name)
+def test_main_configs_parse(config: Path) -> None:
+    cli = _parse(["--config", str(config)])
+    assert cli.datamodule.num_frames in (8, 14, 25)
+    assert cli.model.lora.rank > 0
+    assert cli.trainer.max_steps > 0
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_overlays_stack_on_demo(overlay: Path) -> None:
+    cli = _parse(["--config", str(REPO / "configs" / "demo.yaml"), "--config", str(overlay)])
+    if overlay.parent.name == "trajectories":
+        assert cli.datamodule.trajectory.preset == overlay.stem
+        # the overlay's trajectory builds
+        assert cli.datamodule.trajectory.build(5).c2w.shape == (5, 4, 4)
+
+
+def _parse(args: list[str]):
+    """Parse and instantiate (the model loads nothing until used) without running."""
+    from recapture.training.cli import ReCaptureCLI, ReCaptureTrainer
+    from recapture.training.datamodule import ReCaptureDataModule
+    from recapture.training.module import ReCaptureModule
+
+    return ReCaptureCLI(ReCaptureModule, ReCaptureDataModule, trainer_class=ReCaptureTrainer, args=args,
+                        run=False, save_config_callback=None)
+
+
+def test_config_typo_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli_main(["fit", "--config", str(REPO / "configs" / "demo.yaml"), "--data.trajectroy.amount", "3"])
+    err = capsys.readouterr().err
+    assert "trajectroy" in err
+
+
+def test_help_lists_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    cli_main(["--help"])
+    out = capsys.readouterr().out
+    for name in ("fit", "anchor", "generate", "trajectory", "evaluate"):
+        assert f"  {name}" in out
+    with pytest.raises(SystemExit):
+        cli_main(["anchor", "--help"])
+    assert "--output" in capsys.readouterr().out
+
+
+def test_anchor_command_writes_outputs(tmp_path: Path) -> None:
+    files = cli_main(_fast_args(tmp_path, "anchor", "--output", str(tmp_path / "anchor")))
+    out = tmp_path / "anchor"
+    for name in ("anchor.mp4", "mask.mp4", "preview.mp4", "trajectory.json", "report.json"):
+        assert (out / name).is_file(), name
+    anchor = read_video(out / "anchor.mp4")
+    assert anchor.frames.shape[0] == 4
+    assert files is not None
+
+
+@pytest.mark.slow
+def test_demo_fit_end_to_end_resume_and_generate(tmp_path: Path) -> None:
+    """`recapture fit` writes every output; resuming continues at the right step; `generate` reproduces."""
+    ckpt_args = [
+        "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
+        "--trainer.callbacks.dirpath", str(tmp_path / "run" / "checkpoints"),
+        "--trainer.callbacks.save_last", "true",
+        "--trainer.callbacks.every_n_train_steps", "2",
+    ]
+    cli = cli_main(_fast_args(tmp_path, "fit", *ckpt_args))
+    run = tmp_path / "run"
+    expected = ["anchor.mp4", "mask.mp4", "preview.mp4", "trajectory.json", "generated.mp4", "refined.mp4",
+                "comparison.mp4", "videos.mp4", "config.yaml", "report.json",
+                "lora/spatial/pytorch_lora_weights.safetensors", "lora/temporal/pytorch_lora_weights.safetensors"]
+    for name in expected:
+        assert (run / name).is_file(), name
+    assert not list(run.rglob("*.partial*")), "half-written files left behind"
+    assert cli.trainer.global_step == 4
+
+    import json
+
+    report = json.loads((run / "report.json").read_text())
+    assert report["global_step"] == 4
+    assert {"generate_s", "refine_s", "train_s"} <= set(report["timings_s"])
+    assert "anchor_psnr" in report["metrics"] and "temporal_flickering" in report["metrics"]
+
+    # W&B offline run directory holds the logged videos
+    wandb_media = list((tmp_path / "wandb").glob("offline-run-*/files/media/videos/**/*.mp4"))
+    assert wandb_media, "no video logged to the offline W&B run"
+
+    # checkpoints hold only LoRA weights, and resuming continues at the saved step
+    last = run / "checkpoints" / "last.ckpt"
+    state = torch.load(last, map_location="cpu", weights_only=False)
+    assert state["state_dict"] and all("lora_" in k for k in state["state_dict"])
+    assert state["global_step"] == 4
+    cli2 = cli_main(_fast_args(tmp_path, "fit", *ckpt_args, "--trainer.max_steps", "6", "--ckpt_path", str(last)))
+    assert cli2.trainer.global_step == 6
+    assert cli2.trainer.fit_loop.epoch_loop._batches_that_stepped == 6
+
+    # generate from the saved LoRAs: same seed -> same video, twice
+    a = tmp_path / "gen_a"
+    b = tmp_path / "gen_b"
+    cli_main(_fast_args(tmp_path, "generate", "--output", str(a), "--seed", "7"))
+    cli_main(_fast_args(tmp_path, "generate", "--output", str(b), "--seed", "7"))
+    va, vb = read_video(a / "generated.mp4").frames, read_video(b / "generated.mp4").frames
+    assert torch.equal(va, vb)
+    assert (a / "refined.mp4").is_file() and (a / "comparison.mp4").is_file()
+
+
+def test_interrupted_generation_leaves_no_final_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import recapture.sampling as sampling
+
+    def broken(*args, **kwargs):
+        raise KeyboardInterrupt("simulated interruption during sampling")
+
+    monkeypatch.setattr(sampling, "generate", broken)
+    # Lightning turns Ctrl-C into a graceful shutdown (SystemExit)
+    with pytest.raises((KeyboardInterrupt, SystemExit)):
+        cli_main(_fast_args(tmp_path, "fit", "--trainer.max_steps", "1"))
+    run = tmp_path / "run"
+    assert not (run / "generated.mp4").exists()
+    assert not (run / "refined.mp4").exists()
+    assert not list(run.rglob("*.partial*"))
+
+
+def test_video_shorter_than_clip_is_a_clear_error(tmp_path: Path) -> None:
+    from recapture.io import write_video
+    from recapture.utils import RecaptureError
+
+    clip = tmp_path / "short.mp4"
+    write_video(clip, torch.rand(3, 3, 64, 64), fps=8)
+    with pytest.raises(RecaptureError, match="3 frames"):
+        cli_main(_fast_args(tmp_path, "anchor", "--data.video", str(clip), "--data.num_frames", "14",
+                            "--data.size", "null"))
