@@ -41,7 +41,8 @@ NO_INTERPOLATOR = (
 )
 NO_FLOW = (
     "dynamic degree needs an optical-flow model: supply a callable (img1, img2) -> flow (1, 2, H, W) "
-    "(VBench uses RAFT raft-things), e.g. --flow 'pkg.module:factory'"
+    "(VBench uses RAFT raft-things), e.g. --flow recapture.metrics.flow:raft_large (needs torchvision from the "
+    "vbench extra and RECAPTURE_RAFT_WEIGHTS) or your own 'pkg.module:factory'"
 )
 
 
