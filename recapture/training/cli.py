@@ -17,6 +17,7 @@ import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
+from recapture.data.kubric.sweep import BenchmarkSettings
 from recapture.utils import RecaptureError
 
 log = logging.getLogger("recapture")
@@ -24,6 +25,7 @@ log = logging.getLogger("recapture")
 _EXTRA: dict[str, str] = {
     "anchor": "Render the anchor video, validity mask, preview and report for a trajectory (stage 1).",
     "generate": "Generate and SDEdit-refine from saved LoRAs and the cached anchor, without training.",
+    "benchmark": "Score ReCapture on Kubric-4D (GCD protocol): a fresh fine-tuning run per scene, sharded over ranks.",
 }
 
 
@@ -33,7 +35,13 @@ def extra_subcommands() -> dict[str, str]:
 
 
 class ReCaptureTrainer(Trainer):
-    """Lightning ``Trainer`` with recapture's extra subcommands."""
+    """Lightning ``Trainer`` with recapture's extra subcommands.
+
+    The files a subcommand wrote are kept in ``trainer.command_result`` (``cli_main`` returns the
+    LightningCLI object, whose ``trainer`` this is).
+    """
+
+    command_result: dict[str, Path] | None = None
 
     def anchor(self, model: LightningModule, datamodule: Any, output: Path | None = None) -> dict[str, Path]:
         """Render the anchor video, validity mask, preview and report for a trajectory (stage 1).
@@ -50,6 +58,7 @@ class ReCaptureTrainer(Trainer):
         result = datamodule.build_anchor()
         files = write_anchor_outputs(result, out)
         report = result.report
+        self.command_result = files
         print(
             f"anchor: {report['num_frames']} frames {report['width']}x{report['height']}, coverage mean "
             f"{report['coverage_mean']:.1%} (min {report['coverage_min']:.1%}), depth {report['depth_source']} -> {out}"
@@ -100,8 +109,24 @@ class ReCaptureTrainer(Trainer):
             refined, t_ref = refine_video(components, generated, anchor, refine)
         files = {"generated": write_video(out / "generated.mp4", generated, datamodule.fps)}
         files.update(write_refined(out, anchor, refined, datamodule.fps))
+        self.command_result = files
         print(f"generate: {t_gen:.1f} s, refine: {t_ref:.1f} s (seed {sampling.seed}, strength {refine.strength}) -> {out}")
         return files
+
+    def benchmark(
+        self, model: LightningModule, datamodule: Any, kubric: BenchmarkSettings = BenchmarkSettings()
+    ) -> dict[str, Any] | None:
+        """Score ReCapture on Kubric-4D (GCD protocol): a fresh fine-tuning run per scene, sharded over ranks.
+
+        Args:
+            model: template only: every scene gets a fresh module built from the same ``model:`` config.
+            datamodule: template only: every scene gets a fresh data module from the same ``data:`` config.
+            kubric: scenes, controls, mode, resolution, output folder, depth source, baselines, W&B
+                group, ... (see :class:`recapture.data.kubric.sweep.BenchmarkSettings`).
+        """
+        from recapture.data.kubric.fit import run_benchmark
+
+        return run_benchmark(self, kubric)
 
 
 def _to(components: Any, device: torch.device) -> None:
@@ -134,28 +159,50 @@ class ReCaptureCLI(LightningCLI):
         commands = LightningCLI.subcommands()
         commands["anchor"] = {"model", "datamodule"}
         commands["generate"] = {"model", "datamodule"}
+        commands["benchmark"] = {"model", "datamodule"}
         return commands
 
     def before_instantiate_classes(self) -> None:
         ensure_wandb_mode()
 
+    def before_benchmark(self) -> None:
+        # the benchmark builds a fresh module, data module and trainer per scene from this parsed config
+        self.trainer.benchmark_source = (self._parser(self.subcommand), self.config[self.subcommand])
+
     def before_fit(self) -> None:
         # end-of-fit callbacks must run in pipeline order whatever their order in the YAML
         self.trainer.callbacks.sort(key=lambda cb: getattr(cb, "order", 0))
+        place_checkpoints(self.trainer)
 
     def after_fit(self) -> None:
-        finish_loggers(self.trainer)
         root = Path(self.trainer.default_root_dir)
         print(f"recapture: outputs in {root} (refined.mp4, comparison.mp4, report.json, lora/)")
 
 
-def finish_loggers(trainer: Trainer) -> None:
-    """Close W&B runs so that the next fit in this process starts its own run."""
-    from lightning.pytorch.loggers import WandbLogger
+def place_checkpoints(trainer: Trainer) -> None:
+    """Checkpoints without an explicit ``dirpath`` go to ``<default_root_dir>/checkpoints`` with ``last.ckpt``.
 
-    for lg in trainer.loggers:
-        if isinstance(lg, WandbLogger) and lg._experiment is not None:
-            lg.experiment.finish()
+    (Lightning would otherwise put them under the logger's folder, e.g. ``./<wandb project>/<id>/``.)
+    """
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    for cb in trainer.callbacks:
+        if isinstance(cb, ModelCheckpoint):
+            if cb.dirpath is None:
+                cb.dirpath = str(Path(trainer.default_root_dir) / "checkpoints")
+            if cb.save_last is None:
+                cb.save_last = True
+
+
+def finish_wandb(failed: bool = False) -> None:
+    """Close the process's W&B run (if any), so that the next command in this process starts its own.
+
+    Runs after every Lightning command, also when it fails or is interrupted (Lightning itself
+    leaves the run open, and a later ``WandbLogger`` would silently reuse it).
+    """
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish(exit_code=1 if failed else 0)
 
 
 def ensure_wandb_mode() -> str:
@@ -205,8 +252,14 @@ def run_lightning(args: Sequence[str] | None) -> Any:
             args=None if args is None else list(args),
         )
     except RecaptureError as err:
+        finish_wandb(failed=True)
         if args is not None:  # in-process callers (tests, notebooks) get the exception
             raise
         print(f"recapture: error: {err}", file=sys.stderr)
         raise SystemExit(2) from err
+    except BaseException:
+        finish_wandb(failed=True)
+        raise
+    finally:
+        finish_wandb()
 

@@ -92,22 +92,22 @@ def test_help_lists_commands(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_anchor_command_writes_outputs(tmp_path: Path) -> None:
-    files = cli_main(_fast_args(tmp_path, "anchor", "--output", str(tmp_path / "anchor")))
+    cli = cli_main(_fast_args(tmp_path, "anchor", "--output", str(tmp_path / "anchor")))
     out = tmp_path / "anchor"
     for name in ("anchor.mp4", "mask.mp4", "preview.mp4", "trajectory.json", "report.json"):
         assert (out / name).is_file(), name
     anchor = read_video(out / "anchor.mp4")
     assert anchor.frames.shape[0] == 4
-    assert files is not None
+    assert set(cli.trainer.command_result) >= {"anchor", "mask", "preview", "report"}
+    assert all(Path(p).parent == out for p in cli.trainer.command_result.values())
 
 
 @pytest.mark.slow
 def test_demo_fit_end_to_end_resume_and_generate(tmp_path: Path) -> None:
     """`recapture fit` writes every output; resuming continues at the right step; `generate` reproduces."""
+    # no dirpath: checkpoints must land in <default_root_dir>/checkpoints with last.ckpt
     ckpt_args = [
         "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
-        "--trainer.callbacks.dirpath", str(tmp_path / "run" / "checkpoints"),
-        "--trainer.callbacks.save_last", "true",
         "--trainer.callbacks.every_n_train_steps", "2",
     ]
     cli = cli_main(_fast_args(tmp_path, "fit", *ckpt_args))
