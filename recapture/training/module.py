@@ -133,6 +133,11 @@ class ReCaptureModule(LightningModule):
             self._components.vae.requires_grad_(False)
             self._components.image_encoder.requires_grad_(False)
             add_recapture_adapters(unet, self.lora)
+            # trainable LoRA weights in fp32 even over fp16/bf16 frozen weights: optimiser states and
+            # small updates need the precision (autocast casts them per matmul)
+            for name in ("spatial", "temporal"):
+                for p in adapter_parameters(unet, name):
+                    p.data = p.data.float()
             if self.gradient_checkpointing:
                 unet.enable_gradient_checkpointing()
             self.unet = unet  # the only registered submodule

@@ -1,0 +1,45 @@
+"""ReCaptureModule details: step schedule, LoRA precision, checkpoint contents."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from recapture.adaptation import ComponentsConfig, adapter_parameters
+from recapture.training.module import ReCaptureModule, StepSchedule
+from recapture.utils import RecaptureError
+
+
+def test_schedule_alternates_and_orders() -> None:
+    assert [StepSchedule(1, 1).kind(i) for i in range(4)] == ["temporal", "spatial"] * 2
+    assert [StepSchedule(2, 1).kind(i) for i in range(6)] == ["temporal", "temporal", "spatial"] * 2
+    s = StepSchedule(1, 2, order="spatial_first")
+    assert [s.kind(i) for i in range(6)] == ["spatial", "spatial", "temporal"] * 2
+    assert {StepSchedule(1, 0).kind(i) for i in range(5)} == {"temporal"}
+    with pytest.raises(RecaptureError, match="positive sum"):
+        ReCaptureModule(schedule=StepSchedule(0, 0))
+
+
+def test_lora_weights_are_fp32_over_half_precision_weights() -> None:
+    module = ReCaptureModule(components=ComponentsConfig(pretrained=None, variant=None, tiny=True, dtype="float16"))
+    unet = module.components.unet
+    base = [p for n, p in unet.named_parameters() if "lora_" not in n]
+    assert all(p.dtype == torch.float16 for p in base)
+    for name in ("spatial", "temporal"):
+        params = adapter_parameters(unet, name)
+        assert params and all(p.dtype == torch.float32 for p in params)
+
+
+def test_checkpoint_keeps_only_lora_weights() -> None:
+    module = ReCaptureModule(components=ComponentsConfig(pretrained=None, variant=None, tiny=True))
+    module.components  # noqa: B018
+    checkpoint = {"state_dict": module.state_dict()}
+    module.on_save_checkpoint(checkpoint)
+    keys = list(checkpoint["state_dict"])
+    assert keys and all("lora_" in k for k in keys)
+    n_lora = sum(p.numel() for n in ("spatial", "temporal") for p in adapter_parameters(module.unet, n))
+    assert sum(checkpoint["state_dict"][k].numel() for k in keys) == n_lora
+    module.on_load_checkpoint(checkpoint)  # complete: no error
+    checkpoint["state_dict"].pop(keys[0])
+    with pytest.raises(RecaptureError, match="LoRA"):
+        module.on_load_checkpoint(checkpoint)
