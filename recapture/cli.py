@@ -113,7 +113,15 @@ def cli_main(args: Sequence[str] | None = None) -> Any:
         return None
     command = args[0]
     if command in TOOL_COMMANDS:
-        return run_tool(command, args[1:])
+        from recapture.utils import RecaptureError
+
+        try:
+            return run_tool(command, args[1:])
+        except RecaptureError as err:
+            if in_process:  # tests and notebooks get the exception
+                raise
+            print(f"recapture {command}: error: {err}", file=sys.stderr)
+            raise SystemExit(2) from err
     if command in _lightning_commands():
         from recapture.training.cli import run_lightning
 

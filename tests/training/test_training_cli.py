@@ -175,3 +175,17 @@ def test_video_shorter_than_clip_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(RecaptureError, match="3 frames"):
         cli_main(_fast_args(tmp_path, "anchor", "--data.video", str(clip), "--data.num_frames", "14",
                             "--data.size", "null"))
+
+
+def test_console_user_errors_exit_2_without_traceback(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-c", "from recapture.cli import main; main()", "trajectory", "--file",
+         str(tmp_path / "missing.json"), "--output", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "missing.json" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "out").exists()
