@@ -22,6 +22,15 @@ def _seed() -> None:
     torch.manual_seed(0)
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Run a module's tiny-tensor tests on one torch thread (much faster on busy 2-core machines)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def shared_data() -> Path:
     """``../shared/data``; the test is skipped when it is absent (e.g. a clone without it)."""

@@ -124,7 +124,7 @@ class ReCaptureTrainer(Trainer):
             kubric: scenes, controls, mode, resolution, output folder, depth source, baselines, W&B
                 group, ... (see :class:`recapture.data.kubric.sweep.BenchmarkSettings`).
         """
-        from recapture.data.kubric.fit import run_benchmark
+        from recapture.training.benchmark import run_benchmark
 
         return run_benchmark(self, kubric)
 

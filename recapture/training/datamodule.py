@@ -205,6 +205,7 @@ class ReCaptureDataModule(LightningDataModule):
         depth: torch.Tensor | None = None,
         K: torch.Tensor | None = None,
         trajectory: Any = None,
+        depth_name: str = "exact:sample",
     ) -> ReCaptureDataModule:
         """Use an in-memory clip (e.g. a Kubric-4D sample) instead of ``video``.
 
@@ -216,10 +217,12 @@ class ReCaptureDataModule(LightningDataModule):
             K: ``(3, 3)`` intrinsics in pixels; ``None`` uses ``anchor.fov_deg``.
             trajectory: a :class:`recapture.cameras.Trajectory` (scene units); ``None`` builds
                 ``self.trajectory``.
+            depth_name: how ``depth`` is labelled in logs and reports (e.g. ``"gt:kubric4d"``).
         """
         if frames.ndim != 4 or frames.shape[1] != 3:
             raise RecaptureError(f"use_sample: frames must be (T, 3, H, W), got {tuple(frames.shape)}")
         self._sample = (frames, float(fps), depth, K, trajectory)
+        self._sample_depth_name = depth_name
         self.anchor_result = None
         self.tensors = None
         return self
@@ -249,7 +252,8 @@ class ReCaptureDataModule(LightningDataModule):
         if depth is not None:
             from recapture.depth import TensorDepth
 
-            estimator = TensorDepth(depth, name="exact:example-scene")
+            name = self._sample_depth_name if self._sample is not None else "exact:example-scene"
+            estimator = TensorDepth(depth, name=name)
         else:
             estimator = make_depth_estimator(self.depth, fov_deg=self.anchor.fov_deg)
         given = self._sample[4] if self._sample is not None else None

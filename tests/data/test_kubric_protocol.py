@@ -34,11 +34,8 @@ CONTROLS = SceneControls((15.0, 5.0, 15.0), (60.0, 14.0, 13.5), 1, 1)
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_thread):
+    """Tiny tensors: one torch thread (see tests/conftest.py)."""
 
 
 @pytest.fixture(scope="module")

@@ -34,12 +34,8 @@ SEED = 5
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # tiny tensors: a single thread avoids oversubscription on shared CI cores
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_thread):
+    """Tiny tensors: one torch thread (see tests/conftest.py)."""
 
 
 @pytest.fixture(scope="module")

@@ -39,12 +39,8 @@ def perturb_adapter(components: SVDComponents, name: str, seed: int, scale: floa
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from intra-op threads; on a shared 2-core machine they lose ~10x to spinning."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_thread):
+    """Tiny models gain nothing from intra-op threads (see tests/conftest.py)."""
 
 
 @pytest.fixture

@@ -218,6 +218,7 @@ def write_kubric_mini(
     first_scene: int = 2900,
     supersample: int = 2,
     previews: bool = False,
+    only: Sequence[int] | None = None,
 ) -> list[str]:
     """``kubric-mini``: a few synthetic scenes with known depth, named like the test split.
 
@@ -233,6 +234,8 @@ def write_kubric_mini(
         first_scene: index of the first scene (2900 = first test scene of Kubric-4D).
         supersample: colour sub-pixel rays per side.
         previews: also write preview videos.
+        only: write only these scene indices (0-based, e.g. one rank's shard); all ids are still
+            returned. ``None`` writes every scene.
 
     Returns:
         The scene ids written or found, in order.
@@ -244,7 +247,7 @@ def write_kubric_mini(
         name = scene_name(first_scene + i)
         scene_dir = Path(root) / name
         complete = all(view_metadata_path(scene_dir, v).is_file() for v in range(NUM_VIEWS))
-        if not complete:
+        if not complete and (only is None or i in only):
             write_synthetic_scene(
                 root, name, num_frames, size, seed + i, supersample, overwrite=True, previews=previews
             )

@@ -1,0 +1,395 @@
+"""The Kubric-4D sweep runner behind ``recapture benchmark``: scenes, shards, resumable per-scene results.
+
+Per scene: GCD evaluation pair (:func:`~recapture.data.kubric.make_eval_sample`) -> the target
+trajectory in scene units (:func:`sample_trajectory`) -> a :class:`SceneRunner` (the Lightning one
+fits a fresh ReCapture run: anchor, masked fine-tuning, generation, SDEdit refinement) -> scores of
+ReCapture and of the baselines (input video, anchor video) against the ground truth -> one JSON.
+
+Distribution (:mod:`recapture.data.kubric.launch`): one process per GPU under ``torchrun``
+(``RANK``/``WORLD_SIZE``/``LOCAL_RANK``) or SLURM (``SLURM_PROCID``/``SLURM_NTASKS``/``SLURM_LOCALID``),
+or a single process. Rank ``r`` takes ``scenes[r::world]`` and runs each scene on its own device,
+single-device (no process group is needed or created). Every scene writes ``<output>/scenes/<scene>.json`` atomically; a rerun skips
+scenes whose JSON exists, so a crashed rank loses only the scene in flight. Rank 0 then waits for
+the other ranks' files (a ``torch.distributed`` barrier instead when the caller initialised a
+process group), and writes ``results.csv``, ``results.md`` and ``results.json``
+(:mod:`recapture.data.kubric.results`).
+
+Output folder::
+
+    <output>/scenes/scnXXXXX.json    per-scene scores, controls, timings (the resume points)
+    <output>/runs/scnXXXXX/          the scene's fine-tuning run (anchor, generated, refined, LoRAs, ...)
+    <output>/results.csv results.md results.json
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import torch
+from torch import Tensor
+
+from recapture.cameras import Trajectory
+from recapture.data.kubric.controls import read_controls
+from recapture.data.kubric.launch import DistInfo, dist_info, scene_device, shard, wait_for_scenes
+from recapture.data.kubric.protocol import EvalSample, ProtocolSettings, Resolution, make_eval_sample
+from recapture.data.kubric.reader import load_scene, scene_name
+from recapture.data.kubric.results import (
+    load_scene_results,
+    scene_record,
+    score_sample,
+    write_eval_video,
+    write_results,
+)
+from recapture.data.kubric.synthetic import write_kubric_mini
+from recapture.depth.base import scene_scale
+from recapture.utils import RecaptureError, hash_inputs, write_json
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "KUBRIC_MINI",
+    "SCENE_LISTS",
+    "BenchmarkSettings",
+    "MiniScenes",
+    "SceneOutput",
+    "SceneRunner",
+    "output_dir",
+    "resolve_scene_ids",
+    "run_sweep",
+    "sample_trajectory",
+]
+
+KUBRIC_MINI = "kubric-mini"
+# evaluation lists of the Kubric-4D test split (benchmarks spec 1.1): (first scene, count)
+SCENE_LISTS: dict[str, tuple[int, int]] = {"test100": (2900, 100), "test50": (2900, 50), "test20": (2900, 20)}
+
+
+@dataclass
+class MiniScenes:
+    """The synthetic ``kubric-mini`` scenes, generated on demand (exact depth; see ``write_kubric_mini``).
+
+    Args:
+        num_scenes: how many scenes (``scn02900`` onwards).
+        num_frames: frames per view (at least ``protocol.num_frames``).
+        size: ``(H, W)`` of the generated frames.
+        seed: base seed (scene ``i`` uses ``seed + i``).
+        supersample: colour sub-pixel rays per side.
+    """
+
+    num_scenes: int = 4
+    num_frames: int = 20
+    size: tuple[int, int] = (128, 192)
+    seed: int = 0
+    supersample: int = 2
+
+
+@dataclass
+class BenchmarkSettings:
+    """What ``recapture benchmark`` evaluates and where the results go (the ``kubric:`` config section).
+
+    Args:
+        root: dataset root holding ``scnXXXXX/`` folders (GCD's Kubric-4D release). With
+            ``scenes: kubric-mini`` the synthetic scenes are generated here (default
+            ``<output>/kubric-mini``).
+        scenes: ``test100`` (scn02900-02999), ``test50``, ``test20`` (CogNVS's list), ``kubric-mini``,
+            or explicit ids (a list, or comma-separated: ``scn02900,scn02917``).
+        controls: GCD's controls JSON (``kubric_valtest_controls_gradual.json``); ``None`` uses the seeded
+            fallback sampler, labelled ``fallback-sampler`` in every result (NOT GCD's pairs).
+        sample: which sample of the controls file (``0`` -> ``sample_00``).
+        mode: ``gradual`` (target moves from the input pose) or ``direct`` (jumps to the end pose).
+        resolution: ``recapture`` (384x256), ``cognvs`` (576x384) or ``[H, W]``.
+        protocol: GCD protocol knobs (``num_frames`` 14, ``render_size`` 280x420, blur kernels, ...).
+        output: output folder. Under a W&B sweep agent (``WANDB_SWEEP_ID`` set) each trial writes to
+            ``<output>/<WANDB_RUN_ID>`` so that trials never reuse each other's scene results.
+        depth_source: ``gt``: the input view's ground-truth depth; ``model``: the ``data.depth``
+            estimator. Either way the target camera is placed with the ground-truth scale (its
+            translation in units of the GT median depth of frame 0).
+        baselines: also score the input video and the anchor video (no fine-tuning) against the target.
+        wandb_group: W&B group of the per-scene runs (default: the output folder's name).
+        max_scenes: evaluate only the first N scenes of the list.
+        seed: seed of the fallback sampler and of every scene's training (the same for every scene,
+            so results do not depend on which rank ran a scene).
+        lpips_alexnet: torchvision's AlexNet state dict for LPIPS; LPIPS is skipped (with a note in
+            the table) unless both LPIPS files are given.
+        lpips_lin: the lpips package's ``weights/v0.1/alex.pth``.
+        mini: how the ``kubric-mini`` scenes are generated.
+        save_videos: write ``runs/<scene>/eval.mp4`` (input | target | anchor | ReCapture | occluded).
+        wait_timeout_s: how long rank 0 waits for the other ranks' scenes before aggregating what
+            exists (the missing ones are listed in the table).
+        aggregate_only: run nothing; aggregate the scene results already in ``output``.
+        fail_after: testing aid: raise after this many newly finished scenes on this rank (simulates
+            a crash, to check that a rerun resumes).
+    """
+
+    root: str | None = None
+    scenes: str | list[str] = "test100"
+    controls: str | None = None
+    sample: int = 0
+    mode: Literal["gradual", "direct"] = "gradual"
+    resolution: Resolution = "recapture"
+    protocol: ProtocolSettings = field(default_factory=ProtocolSettings)
+    output: str = "runs/kubric4d"
+    depth_source: Literal["gt", "model"] = "gt"
+    baselines: bool = True
+    wandb_group: str | None = None
+    max_scenes: int | None = None
+    seed: int = 0
+    lpips_alexnet: str | None = None
+    lpips_lin: str | None = None
+    mini: MiniScenes = field(default_factory=MiniScenes)
+    save_videos: bool = True
+    wait_timeout_s: float = 3600.0
+    aggregate_only: bool = False
+    fail_after: int | None = None
+
+
+def resolve_scene_ids(scenes: str | Sequence[str | int], mini: MiniScenes | None = None) -> list[str]:
+    """Scene ids of a named list (``test100``/``test50``/``test20``/``kubric-mini``) or of explicit ids."""
+    if isinstance(scenes, str) and scenes in SCENE_LISTS:
+        first, count = SCENE_LISTS[scenes]
+        return [scene_name(first + i) for i in range(count)]
+    if isinstance(scenes, str) and scenes == KUBRIC_MINI:
+        mini = mini or MiniScenes()
+        return [scene_name(SCENE_LISTS["test100"][0] + i) for i in range(mini.num_scenes)]
+    items = [s.strip() for s in scenes.split(",")] if isinstance(scenes, str) else list(scenes)
+    ids: list[str] = []
+    for item in items:
+        try:
+            ids.append(scene_name(item))
+        except RecaptureError as err:
+            raise RecaptureError(
+                f"kubric.scenes: {item!r} is not a scene id; use test100, test50, test20, {KUBRIC_MINI} "
+                "or ids like scn02900 (a list or comma-separated)"
+            ) from err
+    if not ids:
+        raise RecaptureError("kubric.scenes is empty; use test100, test50, test20, kubric-mini or scene ids")
+    return list(dict.fromkeys(ids))
+
+
+def output_dir(settings: BenchmarkSettings, env: Mapping[str, str] | None = None) -> Path:
+    """The output folder: ``settings.output``, or ``<output>/<WANDB_RUN_ID>`` under a W&B sweep agent."""
+    env = os.environ if env is None else env
+    out = Path(settings.output)
+    if env.get("WANDB_SWEEP_ID") and env.get("WANDB_RUN_ID"):
+        out = out / env["WANDB_RUN_ID"]
+    return out
+
+
+def sample_trajectory(sample: EvalSample) -> Trajectory:
+    """The sample's target camera as a :class:`Trajectory` in scene units (no intrinsics: the source K).
+
+    ``sample.relative_c2w`` is in metres; its translations are divided by
+    :func:`~recapture.depth.base.scene_scale` of the input depth, which
+    :func:`~recapture.anchor.build_anchor` multiplies back, so the anchor is rendered from exactly
+    the protocol's target cameras.
+    """
+    c2w = sample.relative_c2w.double().clone()
+    c2w[:, :3, 3] /= scene_scale(sample.input_depth)
+    return Trajectory(c2w, name=f"kubric-{sample.mode}")
+
+
+@dataclass
+class SceneOutput:
+    """What a :class:`SceneRunner` produced for one scene (CPU tensors in [0, 1]).
+
+    Attributes:
+        refined: ``(T, 3, H, W)`` ReCapture's final (SDEdit-refined) video.
+        anchor: ``(T, 3, H, W)`` the anchor video it was fine-tuned on.
+        anchor_mask: ``(T, 1, H, W)`` the anchor's validity mask.
+        generated: ``(T, 3, H, W)`` the video before refinement, if available.
+        timings: seconds per stage (``fit_s``, ``generate_s``, ``refine_s``, ...).
+        info: anything else worth keeping in the scene JSON (coverage, run folder, ...).
+    """
+
+    refined: Tensor
+    anchor: Tensor
+    anchor_mask: Tensor
+    generated: Tensor | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class SceneRunner(Protocol):
+    """Runs ReCapture on one evaluation sample (the Lightning one: :mod:`recapture.training.benchmark`)."""
+
+    def settings_key(self) -> Any:
+        """JSON-able settings that change results (stored with each scene; a rerun must match)."""
+
+    def run(self, sample: EvalSample, trajectory: Trajectory, run_dir: Path, device: torch.device) -> SceneOutput:
+        """Anchor, fine-tune, generate and refine for ``sample`` along ``trajectory``; files go to ``run_dir``."""
+
+    def finish(self, metrics: dict[str, float] | None) -> None:
+        """Log the scene's flat ``eval/...`` metrics (``None`` after a failure) and close its loggers."""
+
+    def log_summary(self, metrics: dict[str, float], table: list[dict[str, Any]]) -> None:
+        """Rank 0: log the aggregate ``eval/...`` metrics and the per-method table."""
+
+
+def settings_key(settings: BenchmarkSettings, runner_key: Any) -> str:
+    """Hash of everything that changes a scene's result; scene JSONs from other settings are refused."""
+    controls = Path(settings.controls) if settings.controls else None  # hashed by content
+    resolution = settings.resolution if isinstance(settings.resolution, str) else list(settings.resolution)
+    mini = asdict(settings.mini) if settings.scenes == KUBRIC_MINI else None
+    return hash_inputs(
+        asdict(settings.protocol), settings.mode, resolution, controls, settings.sample, settings.seed,
+        settings.depth_source, mini, runner_key,
+    )
+
+
+def _flat_metrics(scores: dict[str, dict[str, float | None]]) -> dict[str, float]:
+    """``eval/<metric>`` for ReCapture, ``eval/<method>/<metric>`` for the baselines (None dropped)."""
+    flat = {}
+    for method, values in scores.items():
+        prefix = "eval/" if method == "recapture" else f"eval/{method}/"
+        flat.update({prefix + k: float(v) for k, v in values.items() if v is not None})
+    return flat
+
+
+def _evaluate_scene(
+    scene_id: str,
+    settings: BenchmarkSettings,
+    runner: SceneRunner,
+    root: Path,
+    out: Path,
+    device: torch.device,
+    controls: Any,
+    lpips: Any,
+) -> tuple[dict[str, Any], dict[str, float]]:
+    t0 = time.perf_counter()
+    if settings.scenes == KUBRIC_MINI:
+        index = int(scene_id[3:]) - SCENE_LISTS["test100"][0]
+        m = settings.mini
+        write_kubric_mini(root, m.num_scenes, m.num_frames, m.size, m.seed, supersample=m.supersample, only=[index])
+    scene = load_scene(root, scene_id)
+    sample = make_eval_sample(
+        scene, controls, settings.mode, settings.resolution, settings.seed, settings.protocol, settings.sample, device
+    )
+    t_protocol = time.perf_counter() - t0
+    run_dir = out / "runs" / scene_id
+    output = runner.run(sample, sample_trajectory(sample), run_dir, device)
+    t1 = time.perf_counter()
+    scores = score_sample(sample, output, lpips, settings.baselines)
+    if settings.save_videos:
+        write_eval_video(run_dir / "eval.mp4", sample, output)
+    timings = {"protocol_s": t_protocol, **output.timings, "metrics_s": time.perf_counter() - t1}
+    timings["total_s"] = time.perf_counter() - t0
+    return scene_record(sample, output, scores, timings), _flat_metrics(scores)
+
+
+def _progress(dist: DistInfo, i: int, n: int, scene_id: str, record: dict[str, Any]) -> str:
+    t = record["timings_s"]
+    s = record["metrics"]
+    parts = [f"{k.removesuffix('_s')} {t[k]:.1f}s" for k in ("protocol_s", "fit_s", "generate_s", "refine_s",
+                                                            "metrics_s", "total_s") if t.get(k) is not None]
+    def db(method: str) -> str:
+        value = s[method]["psnr"]
+        return "n/a" if value is None else f"{value:.2f}"
+
+    score = f"PSNR {db('recapture')}" + (f" (anchor {db('anchor')}, input {db('input')})" if "anchor" in s else "")
+    return f"[rank {dist.rank}/{dist.world_size}] {i}/{n} {scene_id}: " + ", ".join(parts) + f" | {score}"
+
+
+def _load_lpips(settings: BenchmarkSettings, device: torch.device) -> Any:
+    if not (settings.lpips_alexnet and settings.lpips_lin):
+        return None
+    from recapture.metrics import load_lpips
+
+    return load_lpips(settings.lpips_alexnet, settings.lpips_lin, device)
+
+
+def run_shard(
+    settings: BenchmarkSettings,
+    runner: SceneRunner,
+    scene_ids: Sequence[str],
+    dist: DistInfo,
+    out: Path,
+    key: str,
+    device: torch.device,
+) -> list[str]:
+    """Evaluate this rank's scenes on ``device``, skipping finished ones; return the scenes evaluated now."""
+    mine = shard(scene_ids, dist.rank, dist.world_size)
+    controls = read_controls(settings.controls) if settings.controls else None
+    root = Path(settings.root) if settings.root else Path(settings.output) / KUBRIC_MINI
+    if settings.scenes != KUBRIC_MINI and not settings.root:
+        raise RecaptureError("kubric.root is not set; pass the Kubric-4D dataset root (holding scnXXXXX/ folders)")
+    lpips = _load_lpips(settings, device)
+    done: list[str] = []
+    for i, scene_id in enumerate(mine, 1):
+        path = out / "scenes" / f"{scene_id}.json"
+        existing = load_scene_results(out, [scene_id])[0]
+        if existing:
+            if existing[0].get("settings_key") != key:
+                raise RecaptureError(
+                    f"{path} was written with other settings (settings_key {existing[0].get('settings_key')} != {key}); "
+                    "use another kubric.output, or delete its scenes/ folder to start over"
+                )
+            print(f"[rank {dist.rank}/{dist.world_size}] {i}/{len(mine)} {scene_id}: done already, skipped", flush=True)
+            continue
+        metrics = None
+        try:
+            record, metrics = _evaluate_scene(scene_id, settings, runner, root, out, device, controls, lpips)
+            record.update(settings_key=key, rank=dist.rank, world_size=dist.world_size, launcher=dist.launcher)
+            write_json(path, record)
+        finally:
+            runner.finish(metrics)
+        done.append(scene_id)
+        print(_progress(dist, i, len(mine), scene_id, record), flush=True)
+        if settings.fail_after is not None and len(done) >= settings.fail_after:
+            raise RuntimeError(f"kubric.fail_after={settings.fail_after}: stopping after {scene_id} (simulated crash)")
+    return done
+
+
+def run_sweep(
+    settings: BenchmarkSettings,
+    runner: SceneRunner,
+    dist: DistInfo | None = None,
+    device: torch.device | None = None,
+) -> dict[str, Any] | None:
+    """Run this rank's shard of the benchmark, then (rank 0) aggregate every scene's result.
+
+    Args:
+        settings: what to evaluate and where.
+        runner: runs ReCapture on one sample.
+        dist: rank and world size (default: from the environment, :func:`dist_info`).
+        device: where this rank works (default ``cuda:<local_rank>`` when CUDA is available, else the CPU).
+
+    Returns:
+        On rank 0 the aggregate (``results.json``'s content); ``None`` on other ranks.
+    """
+    dist = dist or dist_info()
+    out = output_dir(settings)
+    scene_ids = resolve_scene_ids(settings.scenes, settings.mini)
+    if settings.max_scenes is not None:
+        if settings.max_scenes < 1:
+            raise RecaptureError(f"kubric.max_scenes must be >= 1 or null, got {settings.max_scenes}")
+        scene_ids = scene_ids[: settings.max_scenes]
+    key = settings_key(settings, runner.settings_key())
+    if not settings.aggregate_only:
+        run_shard(settings, runner, scene_ids, dist, out, key, device or scene_device(dist.local_rank))
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+    elif dist.world_size > 1 and dist.rank == 0 and not settings.aggregate_only:
+        wait_for_scenes(out, scene_ids, settings.wait_timeout_s)
+    if dist.rank != 0:
+        return None
+    summary = write_results(out, scene_ids, settings_dict(settings), lpips=_lpips_note(settings))
+    runner.log_summary(summary["eval"], summary["table"])
+    print(f"[rank 0] {summary['num_scenes']}/{len(scene_ids)} scenes -> {out / 'results.md'}", flush=True)
+    return summary
+
+
+def settings_dict(settings: BenchmarkSettings) -> dict[str, Any]:
+    """The settings as JSON-able values, for the results files."""
+    return asdict(settings)
+
+
+def _lpips_note(settings: BenchmarkSettings) -> str | None:
+    if settings.lpips_alexnet and settings.lpips_lin:
+        return None
+    return "LPIPS skipped: no weights configured (set kubric.lpips_alexnet and kubric.lpips_lin)"
