@@ -367,10 +367,13 @@ def encode_training_tensors(
             s = encode_condition(vae, clip, source, objective.noise_aug_strength, generator=g)
             cond_s.append(s.cond_latents.cpu())
             embeds_s = s.image_embeds.cpu()
-        aug = _augmenter(augment, seed)
+        aug = _augmenter(augment)
         pool = []
-        for _ in tqdm(range(max(1, augment.pool_size)), desc="encode augmented frames", leave=False):
-            pool.append(encode_latents(vae, aug(source).clamp(0, 1)).cpu())
+        # kornia draws from the global RNG: seed it here without disturbing the caller's stream
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            for _ in tqdm(range(max(1, augment.pool_size)), desc="encode augmented frames", leave=False):
+                pool.append(encode_latents(vae, aug(source).clamp(0, 1)).cpu())
     finally:
         vae.to("cpu")
         clip.to("cpu")
@@ -393,10 +396,9 @@ def vae_scale_factor(vae: Any) -> int:
     return 2 ** (len(vae.config.block_out_channels) - 1)
 
 
-def _augmenter(config: AugmentConfig, seed: int) -> torch.nn.Module:
+def _augmenter(config: AugmentConfig) -> torch.nn.Module:
     import kornia.augmentation as K
 
-    torch.manual_seed(seed)
     return torch.nn.Sequential(
         _FrameSizedCrop(config),
         K.ColorJitter(config.brightness, config.contrast, config.saturation, config.hue, p=1.0),
