@@ -171,16 +171,34 @@ def encode_condition(
         ``ConditionBatch`` with ``cond_latents`` ``(B, 4, H/8, W/8)`` (float32, not scaled) and
         ``image_embeds`` ``(B, 1, D)`` (float32).
     """
-    if image.ndim != 4 or image.shape[1] != 3:
-        raise RecaptureError(f"image must have shape (B, 3, H, W) in [0, 1], got {tuple(image.shape)}")
-    _check_divisible(image.shape[-2], image.shape[-1], _vae_factor(vae))
+    return ConditionBatch(
+        cond_latents=encode_condition_latents(vae, image, noise_aug_strength, generator),
+        image_embeds=encode_image_embeds(image_encoder, image),
+    )
+
+
+def encode_image_embeds(image_encoder: nn.Module, image: torch.Tensor) -> torch.Tensor:
+    """CLIP image embedding of the prompt, ``(B, 3, H, W)`` in [0, 1] -> ``(B, 1, D)`` float32 (no randomness)."""
+    _check_image(image)
     enc_dtype = next(image_encoder.parameters()).dtype
-    embeds = image_encoder(clip_preprocess(image.float()).to(enc_dtype)).image_embeds.float().unsqueeze(1)
+    return image_encoder(clip_preprocess(image.float()).to(enc_dtype)).image_embeds.float().unsqueeze(1)
+
+
+def encode_condition_latents(
+    vae: nn.Module, image: torch.Tensor, noise_aug_strength: float, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Noise-augmented VAE latents of the prompt (mode, not scaled): ``(B, 3, H, W)`` -> ``(B, 4, H/8, W/8)``."""
+    _check_image(image)
+    _check_divisible(image.shape[-2], image.shape[-1], _vae_factor(vae))
     noise = torch.randn(image.shape, generator=generator, device=image.device, dtype=torch.float32)
     noisy = image.float() * 2.0 - 1.0 + noise_aug_strength * noise
     vae_dtype = next(vae.parameters()).dtype
-    cond = vae.encode(noisy.to(vae_dtype)).latent_dist.mode().float()
-    return ConditionBatch(cond_latents=cond, image_embeds=embeds)
+    return vae.encode(noisy.to(vae_dtype)).latent_dist.mode().float()
+
+
+def _check_image(image: torch.Tensor) -> None:
+    if image.ndim != 4 or image.shape[1] != 3:
+        raise RecaptureError(f"image must have shape (B, 3, H, W) in [0, 1], got {tuple(image.shape)}")
 
 
 def added_time_ids(

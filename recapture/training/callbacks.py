@@ -88,10 +88,8 @@ class GenerateVideo(_Ordered):
         self.every_n_steps = every_n_steps
 
     def _generate(self, trainer: Trainer, pl_module: LightningModule) -> torch.Tensor:
-        was_training = pl_module.training
-        pl_module.eval()
+        # the sampler puts the UNet in eval mode and restores its mode, adapters and grads afterwards
         frames, seconds = generate_video(pl_module.components, trainer.datamodule.build_anchor(), pl_module.sampling)
-        pl_module.train(was_training)
         _results(pl_module)["timings"]["generate_s"] = seconds
         return frames
 
@@ -238,6 +236,7 @@ class RunReport(_Ordered):
 
     def __init__(self) -> None:
         self._t0 = 0.0
+        self._train_t0 = 0.0
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._t0 = time.perf_counter()
@@ -248,7 +247,7 @@ class RunReport(_Ordered):
         self._train_t0 = time.perf_counter()
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        _results(pl_module)["timings"]["train_s"] = time.perf_counter() - getattr(self, "_train_t0", self._t0)
+        _results(pl_module)["timings"]["train_s"] = time.perf_counter() - self._train_t0
 
     @rank_zero_only
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:

@@ -148,7 +148,7 @@ class RunConfigSaver(SaveConfigCallback):
         with atomic_path(path) as tmp:
             self.parser.save(self.config, str(tmp), skip_none=False, overwrite=True, multifile=False)
         for lg in trainer.loggers:
-            lg.log_hyperparams(self.config.as_dict() if hasattr(self.config, "as_dict") else dict(self.config))
+            lg.log_hyperparams(self.config.as_dict())
 
 
 class ReCaptureCLI(LightningCLI):

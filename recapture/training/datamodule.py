@@ -78,7 +78,7 @@ class TrainingTensors:
 
     def save(self, path: Path) -> None:
         with atomic_path(path) as tmp:
-            torch.save({k: v for k, v in asdict(self).items()}, tmp)
+            torch.save(asdict(self), tmp)
 
     @classmethod
     def load(cls, path: Path) -> TrainingTensors:
@@ -340,16 +340,22 @@ def encode_training_tensors(
     """
     from tqdm.auto import tqdm
 
-    from recapture.adaptation import encode_condition, encode_latents, mask_to_latent
+    from recapture.adaptation import (
+        encode_condition_latents,
+        encode_image_embeds,
+        encode_latents,
+        mask_to_latent,
+    )
 
     vae, clip = components.vae, components.image_encoder
     vae.to(device)
     clip.to(device)
-    g = torch.Generator(device="cpu").manual_seed(seed)
+    # noise augmentation is drawn where the images are (a CPU generator cannot draw CUDA tensors)
+    g = torch.Generator(device=device).manual_seed(seed)
     try:
         source = result.source.to(device)
         anchor = result.anchor.frames.to(device)
-        factor = vae_scale_factor(vae)
+        factor = components.vae_scale_factor
         anchor_latents = encode_latents(vae, anchor).cpu()
         anchor_mask = mask_to_latent(result.anchor.mask, factor, objective.mask_threshold).cpu()
         if anchor_mask.sum() == 0:
@@ -358,15 +364,13 @@ def encode_training_tensors(
                 "from. Use a smaller trajectory amount, or lower model.objective.mask_threshold."
             )
         draws = max(1, augment.condition_draws)
-        cond_a, embeds_a = [], None
-        cond_s = []
+        # CLIP embeddings have no randomness: once; only the noise-augmented VAE latents vary per draw
+        embeds_a = encode_image_embeds(clip, anchor[:1]).cpu()
+        embeds_s = encode_image_embeds(clip, source).cpu()
+        cond_a, cond_s = [], []
         for _ in tqdm(range(draws), desc="encode conditioning", leave=False):
-            c = encode_condition(vae, clip, anchor[:1], objective.noise_aug_strength, generator=g)
-            cond_a.append(c.cond_latents.cpu())
-            embeds_a = c.image_embeds.cpu()
-            s = encode_condition(vae, clip, source, objective.noise_aug_strength, generator=g)
-            cond_s.append(s.cond_latents.cpu())
-            embeds_s = s.image_embeds.cpu()
+            cond_a.append(encode_condition_latents(vae, anchor[:1], objective.noise_aug_strength, g).cpu())
+            cond_s.append(encode_condition_latents(vae, source, objective.noise_aug_strength, g).cpu())
         aug = _augmenter(augment)
         pool = []
         # kornia draws from the global RNG: seed it here without disturbing the caller's stream
@@ -389,11 +393,6 @@ def encode_training_tensors(
         source_image_embeds=embeds_s,
         meta={"latent_factor": factor, "valid_latent_fraction": float(anchor_mask.mean())},
     )
-
-
-def vae_scale_factor(vae: Any) -> int:
-    """Pixels per latent along each side (8 for SVD's VAE)."""
-    return 2 ** (len(vae.config.block_out_channels) - 1)
 
 
 def _augmenter(config: AugmentConfig) -> torch.nn.Module:
