@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from recapture.data.example import GROUND_Y, WALL_Z, make_example_clip
+from recapture.data.example import GROUND_Y, WALL_Z, example_intrinsics, example_scene, make_example_clip
+from recapture.data.procedural import render
 from recapture.io import Video
 from recapture.utils import RecaptureError
 
@@ -58,6 +59,19 @@ def test_spheres_move(clip) -> None:
     for t in range(video.num_frames - 1):
         assert (on_sphere[t] != on_sphere[t + 1]).sum() > 20  # ...and moves between frames
         assert (video.frames[t] - video.frames[t + 1]).abs().amax() > 0.2
+
+
+def test_example_scene_renders_the_clip_from_any_camera() -> None:
+    video, depth, K = make_example_clip(num_frames=3, height=32, width=64, seed=2)
+    scene = example_scene(3, seed=2)
+    out = render(scene, range(3), torch.eye(4), example_intrinsics(32, 64), (32, 64), supersample=2)
+    assert torch.equal(out["rgb"], video.frames) and torch.equal(out["depth"][:, None], depth)
+    # a camera 0.5 m to the right (novel view of the same scene): the wall is still at z = 10
+    right = torch.eye(4)
+    right[0, 3] = 0.5
+    moved = render(scene, range(3), right, K, (32, 64))
+    assert moved["depth"][:, 0].sub(WALL_Z).abs().max() < 1e-5
+    assert not torch.equal(moved["rgb"], out["rgb"])
 
 
 def test_default_size() -> None:

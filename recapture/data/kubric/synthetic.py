@@ -1,6 +1,7 @@
 """Write procedural scenes in exactly GCD's Kubric-4D layout (benchmarks spec 1.9), and ``kubric-mini``.
 
-Each scene is ray-cast (:mod:`recapture.data.kubric.raycast`) from the 16 dataset cameras (spec 1.4:
+Each scene is ray-cast (:mod:`recapture.data.kubric.raycast`, on the project's one ray caster in
+:mod:`recapture.data.procedural`) from the 16 dataset cameras (spec 1.4:
 radius 15 around (0, 0, 1)) and written like the real dataset: per-view metadata JSON (scene
 resolution / frame rate / frame count, camera positions, Blender ``(w, x, y, z)`` quaternions,
 normalised Blender-signed ``K``, instances), RGBA PNGs, float32 TIFF **Euclidean** depth and palette
