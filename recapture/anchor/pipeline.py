@@ -10,6 +10,7 @@ import dataclasses
 import logging
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -47,7 +48,8 @@ class AnchorConfig:
         mask_dilate: grow the valid region by this many pixels, filling from valid neighbours.
         fuse_neighbors: beyond the paper (0 = off): also splat hidden static background from this
             many frames on each side, filling disocclusions with real pixels.
-        min_coverage: warn before any diffusion runs when the mean valid fraction is below this.
+        min_coverage: warn before any diffusion runs when the valid fraction of the worst frame is
+            below this (one badly covered frame is hallucinated even when the mean looks fine).
         soft_beta: soft mode depth sharpness.
         cache_dir: on-disk anchor cache; ``None`` disables caching.
         progress: progress bars over depth batches and rendered frames.
@@ -96,21 +98,38 @@ class AnchorResult:
     K_source: Tensor | None = None
 
 
-def preflight_message(coverage_mean: float, min_coverage: float, move: str = "") -> str | None:
-    """The user-facing warning when too little of the anchor is real, or None when coverage is fine.
+def preflight_message(
+    coverage: Sequence[float] | Tensor | float, min_coverage: float, move: str = ""
+) -> str | None:
+    """The user-facing warning when the worst frame of the anchor is too little real, else None.
 
-    Example: ``"this orbit reveals 46% unseen pixels; the result will be mostly hallucinated; try a
-    smaller angle or distance"``.
+    The check is on the minimum per-frame coverage, not the mean: a move whose last frames are
+    half unseen averages out to a comfortable mean but is still hallucinated there. The message
+    names the worst frame (0-based, as in ``report["coverage"]``) and keeps the mean.
+
+    Example: ``"this orbit reveals 47% unseen pixels in frame 13 (frames count from 0; 25% on
+    average over 14 frames); the result will be mostly hallucinated there; try a smaller angle or
+    distance (frame 13 coverage 53.0% < anchor.min_coverage 60%, mean coverage 75.0%)"``.
+
+    Args:
+        coverage: valid fraction per frame :math:`(T,)` (a single float is one frame).
+        min_coverage: ``AnchorConfig.min_coverage``.
+        move: the move's name for the message (``"orbit"``).
     """
-    if coverage_mean >= min_coverage:
+    values = [float(c) for c in torch.as_tensor(coverage, dtype=torch.float64).reshape(-1)]
+    if not values:
         return None
-    unseen = 1.0 - coverage_mean
-    how = "mostly" if unseen >= 0.4 else "largely"
+    worst = min(range(len(values)), key=values.__getitem__)
+    low, mean = values[worst], sum(values) / len(values)
+    if low >= min_coverage:
+        return None
+    how = "mostly" if 1.0 - low >= 0.4 else "largely"
     what = f"this {move}" if move else "this camera move"
     return (
-        f"{what} reveals {unseen:.0%} unseen pixels; the result will be {how} hallucinated; try a "
-        f"smaller angle or distance (mean anchor coverage {coverage_mean:.1%} < anchor.min_coverage "
-        f"{min_coverage:.0%})"
+        f"{what} reveals {1.0 - low:.0%} unseen pixels in frame {worst} (frames count from 0; "
+        f"{1.0 - mean:.0%} on average over {len(values)} frames); the result will be {how} hallucinated "
+        f"there; try a smaller angle or distance (frame {worst} coverage {low:.1%} < anchor.min_coverage "
+        f"{min_coverage:.0%}, mean coverage {mean:.1%})"
     )
 
 
@@ -147,11 +166,13 @@ def build_anchor(
     """Estimate depth, scale the trajectory to depth units, render the anchor, report; cached on disk.
 
     The report holds ``num_frames``, ``height``, ``width``, ``fps``, per-frame ``coverage``,
-    ``coverage_mean``, ``coverage_min``, ``depth_source``, ``depth_is_prior``, ``scene_scale``,
+    ``coverage_mean``, ``coverage_min``, ``coverage_min_frame`` (its index), ``depth_source``,
+    ``depth_is_prior``, ``scene_scale``,
     ``mode``, ``empty_frames``, ``timings`` (seconds), ``cache`` (``"hit"``/``"miss"``/``"off"``),
     ``cache_key``, ``preflight_warning`` and, with ``fuse_neighbors``, ``fusion`` (coverage without
-    fusion and the gain). When the mean coverage is below ``config.min_coverage`` a preflight
-    warning is issued (``warnings.warn`` and the log) before any diffusion runs.
+    fusion and the gain). When the coverage of any frame is below ``config.min_coverage`` a
+    preflight warning naming the worst frame is issued (``warnings.warn`` and the log) before any
+    diffusion runs; it is recomputed on cache hits, so changing ``min_coverage`` needs no re-render.
 
     Args:
         frames: source video :math:`(T, 3, H, W)` in [0, 1].
@@ -183,11 +204,16 @@ def build_anchor(
 
     key = _cache_key(frames, depth_estimator, trajectory, config, K, cache_key_extra)
     entry_path = Path(config.cache_dir) / f"{key}.pt" if config.cache_dir else None
+    t_load = time.perf_counter()
     entry = load_entry(entry_path) if entry_path is not None else None
     if entry_path is not None:
         log.info("anchor cache %s %s", "hit" if entry is not None else "miss", key)
     if entry is not None:
-        report = dict(entry["report"], cache="hit")
+        # timings are this run's (loading the entry); the run that computed it is kept apart
+        report = dict(entry["report"], cache="hit", timings={"load_s": time.perf_counter() - t_load},
+                      computed_timings=entry["report"].get("timings", {}))
+        report["coverage_min_frame"] = _worst_frame(report["coverage"])
+        report["preflight_warning"] = preflight_message(report["coverage"], config.min_coverage, move)
         result = AnchorResult(
             source=frames,
             anchor=AnchorVideo(
@@ -257,6 +283,7 @@ def build_anchor(
         "coverage": [round(float(c), 6) for c in coverage],
         "coverage_mean": float(coverage.mean()),
         "coverage_min": float(coverage.min()),
+        "coverage_min_frame": int(coverage.argmin()),
         "depth_source": depth_estimator.name,
         "depth_is_prior": bool(depth_estimator.is_prior),
         "scene_scale": scale,
@@ -271,7 +298,7 @@ def build_anchor(
     }
     if fusion is not None:
         report["fusion"] = fusion
-    report["preflight_warning"] = preflight_message(report["coverage_mean"], config.min_coverage, move)
+    report["preflight_warning"] = preflight_message(coverage, config.min_coverage, move)
     result = AnchorResult(
         source=frames,
         anchor=anchor,
@@ -289,6 +316,10 @@ def build_anchor(
         save_entry(entry_path, result)
     _preflight(report, config)
     return result
+
+
+def _worst_frame(coverage: Sequence[float]) -> int:
+    return min(range(len(coverage)), key=coverage.__getitem__) if len(coverage) else 0
 
 
 def _preflight(report: dict[str, Any], config: AnchorConfig) -> None:
@@ -319,7 +350,8 @@ def write_anchor_outputs(result: AnchorResult, out_dir: str | Path) -> dict[str,
     """Write ``anchor.mp4``, ``mask.mp4``, ``preview.mp4``, ``trajectory.json`` and ``report.json``.
 
     Every file is written atomically. The preview shows source | anchor | mask overlay (invalid
-    pixels tinted) side by side with captions.
+    pixels tinted) side by side with captions; the overlay's ``valid N%`` caption is each frame's
+    own coverage.
 
     Args:
         result: what :func:`build_anchor` returned.
@@ -338,8 +370,8 @@ def write_anchor_outputs(result: AnchorResult, out_dir: str | Path) -> dict[str,
         "anchor": write_video(out / "anchor.mp4", result.anchor.frames.clamp(0, 1), fps),
         "mask": write_video(out / "mask.mp4", result.anchor.mask, fps),
     }
-    mean = result.report["coverage_mean"]
-    captions = ["source", "anchor", f"valid {mean:.0%} (red: to generate)"]
+    per_frame = [f"valid {c:.0%} (red: to generate)" for c in result.report["coverage"]]
+    captions: list[str | list[str]] = ["source", "anchor", per_frame]
     if result.report.get("depth_is_prior"):
         captions[1] = "anchor (depth prior)"
     files["preview"] = write_video(

@@ -42,6 +42,8 @@ from torch import Tensor
 
 from recapture.cameras.conventions import opencv_to_opengl, opengl_to_opencv
 from recapture.cameras.poses import (
+    as_float,
+    as_number_tensor,
     invert_pose,
     make_pose,
     matrix_to_quaternion,
@@ -54,6 +56,38 @@ from recapture.utils import RecaptureError
 log = logging.getLogger(__name__)
 
 
+def read_text(path: Path, what: str = "trajectory file") -> str:
+    """The UTF-8 text of ``path``; binary or unreadable files raise one :class:`RecaptureError`.
+
+    Args:
+        path: the file.
+        what: what the file should be (``"COLMAP images.txt"``), used in messages.
+    """
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        byte = err.object[err.start : err.start + 1].hex()
+        raise RecaptureError(
+            f"{what} {path} is not UTF-8 text (byte 0x{byte} at offset {err.start}): it looks binary; "
+            "pass the trajectory file itself (JSON or text, e.g. one written by `recapture trajectory`)."
+        ) from err
+    except OSError as err:
+        raise RecaptureError(f"cannot read {what} {path} ({err.strerror or err}); check the path.") from err
+
+
+def read_json(path: Path, what: str = "trajectory file") -> Any:
+    """Parse ``path`` as JSON (see :func:`read_text`); syntax errors name the file, line and column."""
+    import json
+
+    text = read_text(path, what)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise RecaptureError(
+            f"{what} {path} is not valid JSON ({err.msg} at line {err.lineno}, column {err.colno}); fix the file."
+        ) from err
+
+
 def _natural_key(text: str) -> list[Any]:
     return [int(tok) if tok.isdigit() else tok for tok in re.split(r"(\d+)", text)]
 
@@ -61,28 +95,25 @@ def _natural_key(text: str) -> list[Any]:
 # ---------------------------------------------------------------- nerfstudio
 def read_nerfstudio(path: Path) -> tuple[Tensor, Tensor | None]:
     """Read a nerfstudio / NeRF ``transforms.json`` (a file or a folder containing one)."""
-    import json
-
     if path.is_dir():
         path = path / "transforms.json"
-    try:
-        obj = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise RecaptureError(f"cannot read nerfstudio transforms {path}: {err}.") from err
+    obj = read_json(path, "nerfstudio transforms")
     frames = obj.get("frames") if isinstance(obj, dict) else None
-    if not frames:
+    if not frames or not isinstance(frames, list):
         raise RecaptureError(f"{path}: no 'frames' list: not a nerfstudio/NeRF transforms.json.")
     poses, ks = [], []
     for i, frame in enumerate(frames):
-        if "transform_matrix" not in frame:
+        if not isinstance(frame, dict) or "transform_matrix" not in frame:
             raise RecaptureError(f"{path}: frames[{i}] has no 'transform_matrix'.")
-        m = torch.tensor(frame["transform_matrix"], dtype=torch.float64)
+        m = as_number_tensor(
+            frame["transform_matrix"], f"{path}: frames[{i}].transform_matrix", "a 4 x 4 list of numbers"
+        )
         if m.shape == (3, 4):
             m = torch.cat([m, m.new_tensor([[0.0, 0.0, 0.0, 1.0]])])
         if m.shape != (4, 4):
             raise RecaptureError(f"{path}: frames[{i}].transform_matrix must be 4x4 or 3x4, got {tuple(m.shape)}.")
         poses.append(m)
-        ks.append(_nerfstudio_k({**obj, **frame}))
+        ks.append(_nerfstudio_k({**obj, **frame}, f"{path}: frames[{i}]"))
     c2w = opengl_to_opencv(torch.stack(poses))
     if any(k is None for k in ks):
         log.warning("%s: no usable intrinsics (fl_x/fl_y/cx/cy or camera_angle_x with w); using the video's.", path)
@@ -90,7 +121,9 @@ def read_nerfstudio(path: Path) -> tuple[Tensor, Tensor | None]:
     return c2w, torch.stack(ks)
 
 
-def _nerfstudio_k(d: dict[str, Any]) -> Tensor | None:
+def _nerfstudio_k(d: dict[str, Any], where: str) -> Tensor | None:
+    keys = ("w", "h", "fl_x", "fl_y", "cx", "cy", "camera_angle_x", "camera_angle_y")
+    d = {k: as_float(d[k], f"{where} {k!r}") if d.get(k) is not None else None for k in keys}
     w, h = d.get("w"), d.get("h")
     fx, fy = d.get("fl_x"), d.get("fl_y")
     if fx is None and d.get("camera_angle_x") is not None and w is not None:
@@ -99,8 +132,8 @@ def _nerfstudio_k(d: dict[str, Any]) -> Tensor | None:
         fy = 0.5 * float(h) / math.tan(0.5 * float(d["camera_angle_y"]))
     fx = fx if fx is not None else fy
     fy = fy if fy is not None else fx
-    cx = d.get("cx", None if w is None else float(w) / 2)
-    cy = d.get("cy", None if h is None else float(h) / 2)
+    cx = d["cx"] if d["cx"] is not None else (None if w is None else float(w) / 2)
+    cy = d["cy"] if d["cy"] is not None else (None if h is None else float(h) / 2)
     if fx is None or cx is None or cy is None:
         return None
     return torch.tensor([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]], dtype=torch.float64)
@@ -152,7 +185,22 @@ def find_colmap_dir(path: Path, required: bool = True) -> Path | None:
 
 
 def _data_lines(path: Path) -> list[str]:
-    return [ln.rstrip("\n") for ln in path.read_text().splitlines() if not ln.startswith("#")]
+    text = read_text(path, "COLMAP text file")
+    return [ln.rstrip("\n") for ln in text.splitlines() if not ln.startswith("#")]
+
+
+def _floats(tokens: list[str], where: str) -> list[float]:
+    try:
+        return [float(v) for v in tokens]
+    except ValueError as err:
+        raise RecaptureError(f"{where}: expected numbers, got {' '.join(tokens)!r}; fix that line.") from err
+
+
+def _int(token: str, where: Path) -> int:
+    try:
+        return int(token)
+    except ValueError as err:
+        raise RecaptureError(f"{where}: expected an integer id, got {token!r}; fix that line.") from err
 
 
 def read_colmap(path: Path) -> tuple[Tensor, Tensor | None]:
@@ -165,7 +213,11 @@ def read_colmap(path: Path) -> tuple[Tensor, Tensor | None]:
             tok = ln.split()
             if not tok:
                 continue
-            model, params = tok[1].upper(), [float(v) for v in tok[4:]]
+            if len(tok) < 7:
+                raise RecaptureError(
+                    f"{cam_file}: bad camera line {ln!r} (expected CAMERA_ID MODEL W H PARAMS...)."
+                )
+            model, params = tok[1].upper(), _floats(tok[4:], f"{cam_file} camera {tok[0]}")
             if model.startswith(("SIMPLE", "RADIAL")):
                 f, cx, cy = params[:3]
                 fx = fy = f
@@ -173,7 +225,8 @@ def read_colmap(path: Path) -> tuple[Tensor, Tensor | None]:
                 fx, fy, cx, cy = params[:4]
             if model not in ("SIMPLE_PINHOLE", "PINHOLE"):
                 log.warning("%s: camera %s is %s; its distortion parameters are ignored.", cam_file, tok[0], model)
-            cameras[int(tok[0])] = torch.tensor([[fx, 0, cx], [0, fy, cy], [0, 0, 1]], dtype=torch.float64)
+            k = torch.tensor([[fx, 0, cx], [0, fy, cy], [0, 0, 1]], dtype=torch.float64)
+            cameras[_int(tok[0], cam_file)] = k
     lines = _data_lines(folder / "images.txt")
     images: list[tuple[str, Tensor, int]] = []
     i = 0
@@ -184,10 +237,11 @@ def read_colmap(path: Path) -> tuple[Tensor, Tensor | None]:
             continue
         if len(tok) < 10:
             raise RecaptureError(f"{folder / 'images.txt'}: bad image line {lines[i]!r} (expected 10 fields).")
-        q = torch.tensor([float(v) for v in tok[1:5]], dtype=torch.float64)
-        t = torch.tensor([float(v) for v in tok[5:8]], dtype=torch.float64)
+        where = f"{folder / 'images.txt'} image {tok[0]}"
+        q = torch.tensor(_floats(tok[1:5], where), dtype=torch.float64)
+        t = torch.tensor(_floats(tok[5:8], where), dtype=torch.float64)
         w2c = make_pose(quaternion_to_matrix(q), t)
-        images.append((" ".join(tok[9:]), invert_pose(w2c), int(tok[8])))
+        images.append((" ".join(tok[9:]), invert_pose(w2c), _int(tok[8], folder / "images.txt")))
         i += 2
     if not images:
         raise RecaptureError(f"{folder / 'images.txt'}: no images listed.")
@@ -235,7 +289,9 @@ _SOURCE_IN_UNREAL = make_pose(torch.tensor([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [
 
 
 def _parse_unreal(text: str, where: str) -> Tensor:
-    rows = [[float(v) for v in row.split()] for row in re.findall(r"\[([^\[\]]*)\]", text)]
+    if not isinstance(text, str):
+        raise RecaptureError(f"{where}: expected a string '[..] [..] [..] [..]', got {text!r}.")
+    rows = [_floats(row.split(), where) for row in re.findall(r"\[([^\[\]]*)\]", text)]
     if len(rows) != 4 or any(len(r) not in (3, 4) for r in rows):
         raise RecaptureError(f"{where}: expected '[..] [..] [..] [..]' (4 rows of 3 or 4 numbers), got {text!r}.")
     a = torch.tensor([r[:3] for r in rows], dtype=torch.float64)
@@ -246,12 +302,15 @@ def _parse_unreal(text: str, where: str) -> Tensor:
 
 def read_recammaster(path: Path, camera: str | None = None) -> tuple[Tensor, None]:
     """Read one camera of a ReCamMaster ``camera_extrinsics.json`` (frames in numeric order)."""
-    import json
-
-    obj = json.loads(path.read_text())
+    obj = read_json(path, "ReCamMaster camera file")
+    if not isinstance(obj, dict):
+        obj = {}
     frame_keys = sorted((k for k in obj if re.fullmatch(r"frame\d+", k)), key=lambda k: int(k[5:]))
     if not frame_keys:
         raise RecaptureError(f"{path}: no 'frame<N>' keys: not a ReCamMaster camera_extrinsics.json.")
+    bad = [k for k in frame_keys if not isinstance(obj[k], dict)]
+    if bad:
+        raise RecaptureError(f"{path}: {bad[0]} must map camera names to poses, got {obj[bad[0]]!r}.")
     cams = sorted(obj[frame_keys[0]])
     if camera is None:
         if len(cams) != 1:
@@ -313,10 +372,9 @@ def read_spherical_txt(path: Path, fmt: str, num_frames: int | None, pivot_depth
     """Read a TrajectoryCrafter (theta, phi, r) or CogNVS (phi, theta, r) text trajectory."""
     if not float(pivot_depth) > 0:
         raise RecaptureError(f"pivot_depth (the sphere radius) must be > 0, got {pivot_depth}.")
-    try:
-        lines = [[float(v) for v in ln.replace(",", " ").split()] for ln in path.read_text().splitlines() if ln.strip()]
-    except ValueError as err:
-        raise RecaptureError(f"{path}: spherical text files hold only numbers ({err}).") from err
+    text = read_text(path, f"{fmt} trajectory")
+    lines = [_floats(ln.replace(",", " ").split(), f"{path} ({fmt} text holds only numbers)")
+             for ln in text.splitlines() if ln.strip()]
     if len(lines) == 1 and len(lines[0]) == 5 and fmt == "trajectorycrafter":
         n = num_frames or 2
         theta, phi, r, x, y = (torch.linspace(0.0, v, n, dtype=torch.float64) for v in lines[0])

@@ -43,8 +43,8 @@ from torch import Tensor
 
 from recapture.cameras import external_formats as ext
 from recapture.cameras.conventions import opengl_to_opencv
-from recapture.cameras.poses import invert_pose
-from recapture.cameras.trajectory import Trajectory
+from recapture.cameras.poses import as_number_tensor, invert_pose
+from recapture.cameras.trajectory import Trajectory, check_focal_scale, check_pivot
 from recapture.utils import RecaptureError, atomic_path, write_json
 
 __all__ = ["FORMAT_ID", "FORMATS", "detect_format", "load_trajectory", "save_trajectory", "validate_c2w",
@@ -107,7 +107,7 @@ def validate_intrinsics(K: Tensor, num_frames: int, name: str = "intrinsics") ->
     Returns:
         ``(T, 3, 3)`` float32.
     """
-    K = torch.as_tensor(K, dtype=torch.float32)
+    K = as_number_tensor(K, name, "a 3 x 3 (or T x 3 x 3) array of numbers").float()
     if K.shape == (3, 3):
         K = K.expand(num_frames, 3, 3).clone()
     if tuple(K.shape) != (num_frames, 3, 3):
@@ -150,7 +150,7 @@ def detect_format(path: str | os.PathLike) -> str:
             "a nerfstudio transforms.json ('frames') or a ReCamMaster camera_extrinsics.json ('frame0', ...)."
         )
     if path.suffix.lower() == ".txt":
-        lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
+        lines = [ln for ln in ext.read_text(path).splitlines() if ln.strip()]
         if len(lines) == 1 and len(lines[0].split()) == 5:
             return "trajectorycrafter"
         raise RecaptureError(
@@ -161,13 +161,11 @@ def detect_format(path: str | os.PathLike) -> str:
 
 
 def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise RecaptureError(f"{path} is not valid JSON: {err}.") from err
+    return ext.read_json(path)
 
 
 def _read_recapture(path: Path) -> tuple[Tensor, Tensor | None, dict[str, Any]]:
+    """Poses, intrinsics (or None) and the optional fields of our JSON format, checked; errors name the file."""
     obj = _read_json(path)
     if not isinstance(obj, dict) or not str(obj.get("format", "")).startswith("recapture.trajectory"):
         raise RecaptureError(f"{path}: not a recapture trajectory (missing \"format\": \"{FORMAT_ID}\").")
@@ -175,10 +173,7 @@ def _read_recapture(path: Path) -> tuple[Tensor, Tensor | None, dict[str, Any]]:
         raise RecaptureError(f"{path}: unsupported version {obj['format']!r}; this recapture reads {FORMAT_ID!r}.")
     if "c2w" not in obj:
         raise RecaptureError(f"{path}: missing the required key 'c2w' (a list of T 4x4 matrices).")
-    try:
-        c2w = torch.tensor(obj["c2w"], dtype=torch.float64)
-    except (TypeError, ValueError) as err:
-        raise RecaptureError(f"{path}: 'c2w' must be a T x 4 x 4 list of numbers ({err}).") from err
+    c2w = as_number_tensor(obj["c2w"], f"{path}: 'c2w'", "a T x 4 x 4 list of numbers").double()
     if c2w.ndim != 3 or tuple(c2w.shape[1:]) != (4, 4) or c2w.shape[0] == 0:
         raise RecaptureError(f"{path}: 'c2w' must be a non-empty T x 4 x 4 list, got shape {tuple(c2w.shape)}.")
     convention = obj.get("convention", "opencv")
@@ -186,9 +181,20 @@ def _read_recapture(path: Path) -> tuple[Tensor, Tensor | None, dict[str, Any]]:
         c2w = opengl_to_opencv(c2w)
     elif convention != "opencv":
         raise RecaptureError(f"{path}: 'convention' must be 'opencv' or 'opengl', got {convention!r}.")
+    t = c2w.shape[0]
     k = obj.get("intrinsics")
-    extra = {key: obj.get(key) for key in ("name", "focal_scale", "pivot")}
-    return c2w, None if k is None else torch.tensor(k, dtype=torch.float64), extra
+    if k is not None:
+        where = f"{path}: 'intrinsics'"
+        k = validate_intrinsics(as_number_tensor(k, where, "a 3 x 3 or T x 3 x 3 list of numbers"), t, where)
+    name = obj.get("name")
+    if name is not None and not isinstance(name, str):
+        raise RecaptureError(f"{path}: 'name' must be a string or null, got {name!r}.")
+    extra: dict[str, Any] = {"name": name, "focal_scale": None, "pivot": None}
+    if obj.get("focal_scale") is not None:
+        extra["focal_scale"] = check_focal_scale(obj["focal_scale"], t, f"{path}: 'focal_scale'")
+    if obj.get("pivot") is not None:
+        extra["pivot"] = check_pivot(obj["pivot"], f"{path}: 'pivot'")
+    return c2w, k, extra
 
 
 def _resolve_format(path: Path, format: str) -> str:

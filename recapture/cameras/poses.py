@@ -1,5 +1,8 @@
 """Rigid-pose algebra: elementary rotations, quaternions, SE(3) inverse and interpolation.
 
+Also the input checks every camera module shares: :func:`check_poses`, :func:`as_number_tensor`
+(nested lists from files and configs) and :func:`as_float` (scalars).
+
 Every pose is a ``(..., 4, 4)`` homogeneous matrix ``[[R, t], [0, 1]]``. Quaternions are ``(..., 4)``
 in ``(w, x, y, z)`` order (scalar first, as COLMAP and Kubric write them). Angles are radians here;
 the user-facing presets in :mod:`recapture.cameras.trajectory` take degrees.
@@ -8,13 +11,18 @@ the user-facing presets in :mod:`recapture.cameras.trajectory` take degrees.
 from __future__ import annotations
 
 import math
+import numbers
+from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from recapture.utils import RecaptureError
 
 __all__ = [
+    "as_float",
+    "as_number_tensor",
     "check_poses",
     "interpolate_poses",
     "lerp_keyframes",
@@ -40,6 +48,91 @@ def check_poses(pose: Tensor, name: str = "pose") -> None:
         raise RecaptureError(f"{name} must have shape (..., 4, 4), got {tuple(pose.shape)}.")
     if not pose.is_floating_point():
         raise RecaptureError(f"{name} must be a floating tensor, got dtype {pose.dtype}; call .float() first.")
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for error messages."""
+    if isinstance(value, (Tensor, np.ndarray)):
+        if value.ndim > 1:
+            return f"an array of shape {tuple(value.shape)}"
+        value = value.tolist()
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _is_number(x: Any) -> bool:
+    if isinstance(x, (bool, np.bool_)):
+        return False
+    if isinstance(x, Tensor):
+        return x.ndim == 0 and not x.is_complex() and x.dtype != torch.bool
+    return isinstance(x, numbers.Real)
+
+
+def _all_numbers(value: Any) -> bool:
+    """True when ``value`` is a number or (nested) lists / tuples whose leaves are all numbers."""
+    stack = [value]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, (list, tuple)):
+            stack.extend(x)
+        elif not _is_number(x):
+            return False
+    return True
+
+
+def as_number_tensor(value: Any, name: str, expected: str) -> Tensor:
+    """Numbers from a file or a caller (nested lists, an array or a tensor) as a floating tensor.
+
+    Strings, booleans, ``None`` entries and ragged lists raise one :class:`RecaptureError` that
+    names ``name``, the value and the ``expected`` layout; shapes are the caller's to check.
+
+    Args:
+        value: nested lists / tuples of numbers, a numeric ``np.ndarray`` or a ``torch.Tensor``.
+        name: what the value is, e.g. ``"traj.json: 'intrinsics'"``.
+        expected: the layout in words, e.g. ``"a 3 x 3 list of numbers"``.
+
+    Returns:
+        a float64 tensor for lists and arrays; tensors keep their floating dtype and device.
+    """
+    if isinstance(value, Tensor):
+        if value.is_complex() or value.dtype == torch.bool:
+            raise RecaptureError(f"{name} must be {expected}, got a {value.dtype} tensor.")
+        return value if value.is_floating_point() else value.double()
+    if isinstance(value, np.ndarray) and value.dtype.kind in "iuf":
+        return torch.from_numpy(np.asarray(value, dtype=np.float64))
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    if not _all_numbers(value):
+        raise RecaptureError(
+            f"{name} must be {expected}, got {_short(value)}; use plain numbers (no quotes, no nulls)."
+        )
+    try:
+        return torch.tensor(value, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError, OverflowError) as err:
+        raise RecaptureError(
+            f"{name} must be {expected}, got a ragged list {_short(value)}; give every row the same length."
+        ) from err
+
+
+def as_float(value: Any, name: str) -> float:
+    """A finite scalar (number, numeric string or one-element tensor), else a :class:`RecaptureError`.
+
+    Args:
+        value: the scalar.
+        name: what it is, e.g. ``"TrajectorySpec.amount"``.
+
+    Returns:
+        ``float(value)``.
+    """
+    if isinstance(value, (bool, np.bool_)) or (isinstance(value, Tensor) and value.numel() != 1):
+        raise RecaptureError(f"{name} must be a number, got {_short(value)}.")
+    try:
+        out = float(value)
+    except (TypeError, ValueError) as err:
+        raise RecaptureError(f"{name} must be a number, got {_short(value)}.") from err
+    if not math.isfinite(out):
+        raise RecaptureError(f"{name} must be finite, got {_short(value)}.")
+    return out
 
 
 def _as_angle(angle: Tensor | float, like: Tensor | None = None) -> Tensor:

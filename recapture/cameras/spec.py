@@ -17,8 +17,9 @@ Example YAML (the ``trajectory:`` section of a data module)::
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+import os
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any, Literal
 
 from recapture.utils import RecaptureError
 
@@ -26,6 +27,35 @@ if TYPE_CHECKING:  # runtime imports are lazy: trajectory.py re-exports these cl
     from recapture.cameras.trajectory import Trajectory
 
 __all__ = ["MoveSpec", "TrajectorySpec"]
+
+_MODES = ("gradual", "direct")
+_EASINGS = ("linear", "ease_in_out")
+
+
+def _check_choice(value: Any, name: str, choices: tuple[str, ...], allow_none: bool = False) -> None:
+    if (value is None and allow_none) or (isinstance(value, str) and value in choices):
+        return
+    raise RecaptureError(f"{name} must be one of {', '.join(choices)}, got {value!r}.")
+
+
+def _check_move(spec: Any, where: str, inherit: bool) -> None:
+    """Check (and normalise to floats) the fields shared by :class:`MoveSpec` and :class:`TrajectorySpec`.
+
+    ``inherit``: timing fields may be None (a move inheriting them).
+    """
+    from recapture.cameras.poses import as_float
+    from recapture.cameras.trajectory import PRESETS
+
+    _check_choice(spec.preset, f"{where}.preset", PRESETS, allow_none=not isinstance(spec, MoveSpec))
+    spec.amount = as_float(spec.amount, f"{where}.amount")
+    _check_choice(spec.mode, f"{where}.mode", _MODES, allow_none=inherit)
+    _check_choice(spec.easing, f"{where}.easing", _EASINGS, allow_none=inherit)
+    if spec.pivot_depth is not None or not inherit:
+        spec.pivot_depth = as_float(spec.pivot_depth, f"{where}.pivot_depth")
+        if spec.pivot_depth <= 0:
+            raise RecaptureError(
+                f"{where}.pivot_depth must be > 0 scene units (1 = median depth), got {spec.pivot_depth}."
+            )
 
 
 @dataclass
@@ -45,6 +75,9 @@ class MoveSpec:
     mode: Literal["gradual", "direct"] | None = None
     easing: Literal["linear", "ease_in_out"] | None = None
     pivot_depth: float | None = None
+
+    def __post_init__(self) -> None:
+        _check_move(self, "MoveSpec", inherit=True)
 
 
 @dataclass
@@ -78,6 +111,44 @@ class TrajectorySpec:
     file_format: str = "auto"
     file_camera: str | None = None
 
+    def __post_init__(self) -> None:
+        _check_move(self, "TrajectorySpec", inherit=False)
+        if self.moves is not None:
+            if not isinstance(self.moves, (list, tuple)):
+                raise RecaptureError(f"TrajectorySpec.moves must be a list of moves, got {self.moves!r}.")
+            self.moves = [self._as_move(i, move) for i, move in enumerate(self.moves)]
+        if isinstance(self.file, os.PathLike):
+            self.file = os.fspath(self.file)
+        if self.file is not None and not isinstance(self.file, str):
+            raise RecaptureError(f"TrajectorySpec.file must be a path, got {self.file!r}.")
+        from recapture.cameras.formats import FORMATS
+
+        _check_choice(self.file_format, "TrajectorySpec.file_format", ("auto", *FORMATS))
+        if self.file_camera is not None and not isinstance(self.file_camera, str):
+            raise RecaptureError(
+                f"TrajectorySpec.file_camera must be a camera name like 'cam01', got {self.file_camera!r}."
+            )
+
+    @staticmethod
+    def _as_move(i: int, move: Any) -> MoveSpec:
+        """``moves[i]`` as a checked :class:`MoveSpec` (plain dicts from Python callers are converted)."""
+        where = f"TrajectorySpec.moves[{i}]"
+        if isinstance(move, dict):
+            unknown = sorted(set(move) - {f.name for f in fields(MoveSpec)})
+            if unknown or "preset" not in move or "amount" not in move:
+                raise RecaptureError(
+                    f"{where} = {move!r} needs the keys preset and amount (optional: mode, easing, pivot_depth)"
+                    + (f"; unknown: {', '.join(map(str, unknown))}." if unknown else ".")
+                )
+            try:
+                move = MoveSpec(**move)
+            except RecaptureError as err:  # name the position in the list
+                raise RecaptureError(f"{where}: {err}") from err
+        if not isinstance(move, MoveSpec):
+            raise RecaptureError(f"{where} must be a MoveSpec or a dict, got {type(move).__name__}.")
+        _check_move(move, where, inherit=True)
+        return move
+
     def build(self, num_frames: int) -> Trajectory:
         """Make the :class:`~recapture.cameras.trajectory.Trajectory` for a clip of ``num_frames`` frames.
 
@@ -99,10 +170,7 @@ class TrajectorySpec:
         if self.moves:
             parts = []
             for i, move in enumerate(self.moves):
-                if isinstance(move, dict):  # plain dicts from Python callers
-                    move = MoveSpec(**move)
-                if not isinstance(move, MoveSpec):
-                    raise RecaptureError(f"moves[{i}] must be a MoveSpec or a dict, got {type(move).__name__}.")
+                move = self._as_move(i, move)  # moves may have been edited since __post_init__
                 parts.append(
                     make_trajectory(
                         move.preset, move.amount, num_frames,

@@ -50,6 +50,8 @@ import torch
 from torch import Tensor
 
 from recapture.cameras.poses import (
+    as_float,
+    as_number_tensor,
     lerp_keyframes,
     make_pose,
     rotation_x,
@@ -60,7 +62,8 @@ from recapture.cameras.poses import (
 )
 from recapture.utils import RecaptureError
 
-__all__ = ["PRESETS", "Trajectory", "compose", "ease", "from_keyframes", "make_trajectory", "progress"]
+__all__ = ["PRESETS", "Trajectory", "check_focal_scale", "check_pivot", "compose", "ease", "from_keyframes",
+           "make_trajectory", "progress"]
 
 log = logging.getLogger(__name__)
 
@@ -92,13 +95,14 @@ class Trajectory:
     pivot: Tensor | None = None
 
     def __post_init__(self) -> None:
-        c2w = torch.as_tensor(self.c2w)
+        c2w = as_number_tensor(self.c2w, "Trajectory.c2w", "a (T, 4, 4) array of numbers")
         if c2w.ndim != 3 or tuple(c2w.shape[-2:]) != (4, 4) or c2w.shape[0] < 1:
             raise RecaptureError(f"Trajectory.c2w must have shape (T, 4, 4) with T >= 1, got {tuple(c2w.shape)}.")
         self.c2w = c2w.float()
         t = c2w.shape[0]
         if self.intrinsics is not None:
-            k = torch.as_tensor(self.intrinsics).float()
+            what = "a (3, 3) or (T, 3, 3) array of numbers"
+            k = as_number_tensor(self.intrinsics, "Trajectory.intrinsics", what).float()
             if k.shape == (3, 3):
                 k = k.expand(t, 3, 3).clone()
             if tuple(k.shape) != (t, 3, 3):
@@ -107,14 +111,11 @@ class Trajectory:
                 )
             self.intrinsics = k
         if self.focal_scale is not None:
-            f = torch.as_tensor(self.focal_scale).float().reshape(-1)
-            if f.shape != (t,):
-                raise RecaptureError(f"Trajectory.focal_scale must have shape ({t},), got {tuple(f.shape)}.")
-            if not bool(torch.isfinite(f).all()) or bool((f <= 0).any()):
-                raise RecaptureError(f"Trajectory.focal_scale must be finite and > 0, got {f.tolist()}.")
-            self.focal_scale = f
+            self.focal_scale = check_focal_scale(self.focal_scale, t, "Trajectory.focal_scale")
         if self.pivot is not None:
-            self.pivot = torch.as_tensor(self.pivot).float().reshape(3)
+            self.pivot = check_pivot(self.pivot, "Trajectory.pivot")
+        if not isinstance(self.name, str):
+            raise RecaptureError(f"Trajectory.name must be a string, got {self.name!r}.")
 
     @property
     def num_frames(self) -> int:
@@ -202,6 +203,48 @@ class Trajectory:
                        focal_scale=mv(self.focal_scale), pivot=mv(self.pivot))
 
 
+def check_focal_scale(value: object, num_frames: int, name: str = "focal_scale") -> Tensor:
+    """Per-frame zoom multipliers as a ``(T,)`` float32 tensor, or a :class:`RecaptureError` naming ``name``.
+
+    Args:
+        value: ``T`` finite numbers > 0 (a list, an array or a tensor).
+        num_frames: ``T``, the number of poses.
+        name: what the value is (``"traj.json: 'focal_scale'"``), used in messages.
+
+    Returns:
+        ``(T,)`` float32.
+    """
+    what = f"a list of {num_frames} numbers (one focal multiplier per pose)"
+    f = as_number_tensor(value, name, what).float()
+    if f.ndim != 1 or f.shape[0] != num_frames:
+        raise RecaptureError(f"{name} must be {what}, got shape {tuple(f.shape)}.")
+    if not bool(torch.isfinite(f).all()) or bool((f <= 0).any()):
+        raise RecaptureError(f"{name} must be finite and > 0, got {f.tolist()}.")
+    return f
+
+
+def check_pivot(value: object, name: str = "pivot") -> Tensor:
+    """An orbit/arc look-at point as a ``(3,)`` float32 tensor, or a :class:`RecaptureError` naming ``name``.
+
+    Args:
+        value: ``[x, y, z]`` in source-camera coordinates, scene units (a list, an array or a tensor).
+        name: what the value is (``"traj.json: 'pivot'"``), used in messages.
+
+    Returns:
+        ``(3,)`` float32.
+    """
+    what = "3 numbers [x, y, z] (the look-at point in source-camera coordinates)"
+    p = as_number_tensor(value, name, what).float()
+    if p.numel() != 3 or p.ndim > 2:
+        raise RecaptureError(
+            f"{name} must be {what}, got {p.tolist()}; give all three coordinates (or no pivot)."
+        )
+    p = p.reshape(3)
+    if not bool(torch.isfinite(p).all()):
+        raise RecaptureError(f"{name} must be finite, got {p.tolist()}.")
+    return p
+
+
 def ease(u: Tensor, easing: Easing = "ease_in_out") -> Tensor:
     """Map linear progress ``u`` in [0, 1] through an easing curve.
 
@@ -279,11 +322,9 @@ def make_trajectory(
     """
     if preset not in PRESETS:
         raise RecaptureError(f"unknown trajectory preset {preset!r}; choose one of {', '.join(PRESETS)}.")
-    amount = float(amount)
-    if not math.isfinite(amount):
-        raise RecaptureError(f"trajectory amount must be finite, got {amount}.")
-    d = float(pivot_depth)
-    if not math.isfinite(d) or d <= 0:
+    amount = as_float(amount, f"trajectory amount ({preset})")
+    d = as_float(pivot_depth, "pivot_depth")
+    if d <= 0:
         raise RecaptureError(f"pivot_depth must be > 0 scene units (1 = median depth), got {pivot_depth}.")
     if preset == "zoom" and amount <= -1:
         raise RecaptureError(f"zoom amount must be > -1 (focal x (1 + amount)), got {amount}; try -0.5 to zoom out.")
@@ -383,8 +424,8 @@ def from_keyframes(
     Returns:
         A :class:`Trajectory` of ``T`` poses.
     """
-    key_t = torch.as_tensor(times, dtype=torch.float64).reshape(-1)
-    poses = torch.as_tensor(poses)
+    key_t = as_number_tensor(times, "keyframe times", "a list of numbers").double().reshape(-1)
+    poses = as_number_tensor(poses, "keyframe poses", "a (K, 4, 4) array of numbers")
     if poses.ndim != 3 or tuple(poses.shape[1:]) != (4, 4) or poses.shape[0] != key_t.numel():
         raise RecaptureError(
             f"poses must have shape (K, 4, 4) with K = len(times) = {key_t.numel()}, got {tuple(poses.shape)}."
@@ -404,7 +445,7 @@ def from_keyframes(
     c2w = sample_keyframes(key_t, poses.float(), u)
     focal = None
     if focal_scales is not None:
-        fs = torch.as_tensor(focal_scales, dtype=torch.float64).reshape(-1)
+        fs = as_number_tensor(focal_scales, "focal_scales", "a list of numbers").double().reshape(-1)
         if fs.numel() != key_t.numel():
             raise RecaptureError(f"focal_scales needs {key_t.numel()} values (one per key), got {fs.numel()}.")
         focal = lerp_keyframes(fs, u, key_t).float()

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
+import zipfile
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -48,26 +51,122 @@ def distance_to_depth(distance: Tensor, K: Tensor) -> Tensor:
     return distance / norm[:, None]
 
 
+_NPY_MAGIC = b"\x93NUMPY"
+_ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
+_RESAVE = "re-export it with np.save(path, depth.astype(np.float32)) (or np.savez(path, depth=...))"
+
+
+def _not_numpy(where: str, head: bytes, what: str) -> RecaptureError:
+    """The error for a file (or archive member) whose first bytes ``head`` are not ``what``."""
+    if head.startswith(b"version https://git-lfs"):
+        return RecaptureError(
+            f"depth file {where} is a Git LFS pointer, not the data; run `git lfs pull` to fetch it"
+        )
+    start = f"starts with {head[:16]!r}" if head else "is empty"
+    return RecaptureError(f"depth file {where} is not {what} (it {start}); {_RESAVE}")
+
+
+def _read_npy(fp: BinaryIO, where: str) -> np.ndarray:
+    """Read one ``.npy`` stream without ever unpickling: numeric dtypes only, size checked.
+
+    Args:
+        fp: binary stream positioned at the ``.npy`` magic (a file or a zip member).
+        where: the file (and archive member) named in errors.
+
+    Returns:
+        the array, of the shape and numeric dtype written in the header.
+    """
+    head = fp.read(len(_NPY_MAGIC))
+    if head != _NPY_MAGIC:
+        raise _not_numpy(where, head + fp.read(26), "a NumPy .npy array")
+    version = fp.read(2)
+    fmt = np.lib.format
+    readers = {b"\x01\x00": fmt.read_array_header_1_0, b"\x02\x00": fmt.read_array_header_2_0}
+    if version not in readers:
+        raise RecaptureError(
+            f"depth file {where} uses .npy format version {tuple(version)}, which recapture does not read; "
+            f"{_RESAVE}"
+        )
+    try:  # the header is a Python literal read with ast.literal_eval: nothing is executed
+        shape, fortran, dtype = readers[version](fp)
+    except (ValueError, EOFError, SyntaxError) as err:
+        raise RecaptureError(f"depth file {where} has a damaged .npy header ({err}); {_RESAVE}") from err
+    if dtype.hasobject:  # loading it would unpickle, i.e. run code from the file: never do that
+        raise RecaptureError(
+            f"depth file {where} holds a pickled object array (dtype {dtype}), which is refused for safety; "
+            f"{_RESAVE}"
+        )
+    if dtype.kind not in "iuf" or dtype.fields is not None or dtype.subdtype is not None:
+        raise RecaptureError(f"depth file {where} holds dtype {dtype}, not numbers; {_RESAVE}")
+    count = math.prod(shape)
+    nbytes = count * dtype.itemsize
+    data = bytearray(nbytes)  # writable, unlike fp.read(): the array owns its memory
+    view, got = memoryview(data), 0
+    while got < nbytes:
+        n = fp.readinto(view[got:])
+        if not n:
+            raise RecaptureError(
+                f"depth file {where} is truncated: its header promises shape {tuple(shape)} {dtype} ({nbytes} "
+                f"bytes) but only {got} bytes follow (an interrupted export?); {_RESAVE}"
+            )
+        got += n
+    arr = np.frombuffer(data, dtype=dtype, count=count)
+    return arr.reshape(shape[::-1]).transpose() if fortran else arr.reshape(shape)
+
+
+def _read_npz(path: Path) -> np.ndarray:
+    """The ``depth`` array (or the only array) of an ``.npz`` archive, read with :func:`_read_npy`."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = {(n[:-4] if n.endswith(".npy") else n): n for n in archive.namelist()}
+            if "depth" in members:
+                key = "depth"
+            elif len(members) == 1:
+                key = next(iter(members))
+            else:
+                raise RecaptureError(
+                    f"depth file {path} holds arrays {sorted(members)}; name the depth array 'depth' or keep "
+                    "only one"
+                )
+            with archive.open(members[key]) as fp:
+                return _read_npy(fp, f"{path} (array {key!r})")
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, NotImplementedError) as err:
+        raise RecaptureError(
+            f"depth file {path} is a damaged or truncated .npz archive ({err}); {_RESAVE}"
+        ) from err
+
+
 def load_depth_array(path: str | Path) -> np.ndarray:
-    """Read a ``(T, H, W)`` array from ``.npy`` or ``.npz`` (key ``depth`` or the only array)."""
+    """Read a ``(T, H, W)`` array from ``.npy`` or ``.npz`` (key ``depth`` or the only array).
+
+    Files are recognised by their content (NumPy magic or zip signature), never unpickled: object
+    arrays, non-numeric dtypes, truncated or foreign files raise :class:`RecaptureError`.
+
+    Args:
+        path: a ``.npy`` or ``.npz`` file; ``(T, H, W)`` or ``(T, 1, H, W)`` numbers.
+
+    Returns:
+        ``(T, H, W)`` array in the file's dtype.
+    """
     path = Path(path)
     if not path.is_file():
         raise RecaptureError(f"depth file {path} does not exist; set depth.path to a .npy/.npz file")
-    if path.suffix == ".npy":
-        arr = np.load(path, allow_pickle=False)
-    elif path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as z:
-            keys = list(z.keys())
-            if "depth" in keys:
-                arr = z["depth"]
-            elif len(keys) == 1:
-                arr = z[keys[0]]
-            else:
-                raise RecaptureError(
-                    f"depth file {path} holds arrays {keys}; name the depth array 'depth' or keep only one"
-                )
-    else:
+    if path.suffix not in (".npy", ".npz"):
         raise RecaptureError(f"depth file {path} must be .npy or .npz, got {path.suffix!r}")
+    try:
+        with open(path, "rb") as fp:
+            head = fp.read(32)
+            fp.seek(0)
+            if head.startswith(_NPY_MAGIC):
+                arr = _read_npy(fp, str(path))
+            elif not head.startswith(_ZIP_MAGICS):
+                raise _not_numpy(str(path), head, "NumPy .npy/.npz data")
+    except OSError as err:
+        raise RecaptureError(
+            f"cannot read depth file {path} ({err}); check the path and its permissions"
+        ) from err
+    if head.startswith(_ZIP_MAGICS):  # an .npz archive (whatever its suffix says)
+        arr = _read_npz(path)
     if arr.ndim == 4 and arr.shape[1] == 1:
         arr = arr[:, 0]
     if arr.ndim != 3:

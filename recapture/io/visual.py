@@ -58,9 +58,38 @@ def _caption_strip(text: str, width: int, font_size: int) -> torch.Tensor:
     return torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1).float() / 255.0
 
 
+def _caption_strips(
+    captions: Sequence[str | Sequence[str]], num_frames: int, width: int, font_size: int
+) -> list[torch.Tensor]:
+    """One strip per tile: ``(3, h, width)`` for a fixed caption, ``(T, 3, h, width)`` for per-frame ones.
+
+    Each distinct text is drawn once, so a caption that repeats over frames costs one strip.
+    """
+    drawn: dict[str, torch.Tensor] = {}
+
+    def strip(text: object) -> torch.Tensor:
+        key = str(text)
+        if key not in drawn:
+            drawn[key] = _caption_strip(key, width, font_size)
+        return drawn[key]
+
+    strips = []
+    for k, caption in enumerate(captions):
+        if isinstance(caption, str) or not isinstance(caption, Sequence):
+            strips.append(strip(caption))
+            continue
+        if len(caption) != num_frames:
+            raise RecaptureError(
+                f"captions[{k}] has {len(caption)} per-frame captions for {num_frames} frames; "
+                "give one string per frame, or a single string for all"
+            )
+        strips.append(torch.stack([strip(text) for text in caption]))
+    return strips
+
+
 def make_grid(
     videos: Sequence[torch.Tensor],
-    captions: Sequence[str] | None = None,
+    captions: Sequence[str | Sequence[str]] | None = None,
     ncols: int | None = None,
     pad: int = 4,
 ) -> torch.Tensor:
@@ -69,12 +98,14 @@ def make_grid(
     Every cell is as large as the largest tile; smaller tiles are centred (letterboxed) on a dark
     background. Single images ``(C, H, W)`` or one-frame videos are repeated over time; grey
     ``(T, 1, H, W)`` inputs such as masks are shown as grey. Captions use PIL's bundled default
-    font (no system fonts), scaled with the cell width.
+    font (no system fonts), scaled with the cell width. A tile's caption may change over time
+    (e.g. each frame's coverage): give a list of ``T`` strings instead of one string.
 
     Args:
         videos: each ``(T, 3, H, W)`` / ``(T, 1, H, W)`` float in [0, 1] or uint8, or ``(C, H, W)``;
             all with the same ``T`` (or ``T = 1``).
-        captions: one string per video, or ``None`` for no strips.
+        captions: one caption per video, each a string (the same on every frame) or a list of
+            ``T`` strings (one per frame); ``None`` for no strips.
         ncols: tiles per row (default: all in one row).
         pad: pixels between cells and around the grid.
 
@@ -104,7 +135,7 @@ def make_grid(
     strips = None
     if captions is not None:
         font_size = int(min(28, max(10, cell_w // 28)))
-        strips = [_caption_strip(str(c), cell_w, font_size) for c in captions]
+        strips = _caption_strips(captions, num_frames, cell_w, font_size)
     strip_h = strips[0].shape[-2] if strips else 0
 
     out_h = nrows * (strip_h + cell_h) + (nrows + 1) * pad

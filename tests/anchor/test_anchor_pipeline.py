@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import logging
 import math
+import warnings
 from pathlib import Path
 
 import pytest
 import torch
 
-from recapture.anchor import AnchorConfig, build_anchor, write_anchor_outputs
+from recapture.anchor import AnchorConfig, build_anchor, preflight_message, write_anchor_outputs
 from recapture.anchor import cache as anchor_cache
 from recapture.cameras import intrinsics_from_fov, make_trajectory
 from recapture.depth import TensorDepth
@@ -87,19 +88,68 @@ def test_preflight_warning_for_low_coverage(clip, caplog) -> None:
     traj = make_trajectory("orbit", 60.0, T, mode="direct")
     with (
         caplog.at_level(logging.WARNING),
-        pytest.warns(UserWarning, match=r"reveals \d+% unseen pixels") as rec,
+        pytest.warns(UserWarning, match=r"reveals \d+% unseen pixels in frame \d+") as rec,
     ):
         res = build_anchor(
             frames, 24.0, TensorDepth(depth), traj, AnchorConfig(cache_dir=None, progress=False)
         )
     msg = str(rec[0].message)
-    unseen = round(100 * (1 - res.report["coverage_mean"]))
-    assert (
-        f"this orbit reveals {unseen}% unseen pixels; the result will be mostly hallucinated; try a smaller angle"
-        in msg
-    )
-    assert res.report["preflight_warning"] == msg
+    rep = res.report
+    worst = rep["coverage_min_frame"]
+    assert rep["coverage"][worst] == pytest.approx(rep["coverage_min"], abs=1e-6)
+    unseen = round(100 * (1 - rep["coverage_min"]))
+    assert msg.startswith(f"this orbit reveals {unseen}% unseen pixels in frame {worst} ")
+    assert "the result will be mostly hallucinated there; try a smaller angle" in msg
+    assert f"mean coverage {rep['coverage_mean']:.1%}" in msg and "\n" not in msg
+    assert rep["preflight_warning"] == msg
     assert any("preflight" in r.getMessage() for r in caplog.records)
+
+
+def _truck_to_half_coverage() -> tuple[torch.Tensor, torch.Tensor, object]:
+    """A wall at depth 4 and a gradual truck whose last frame sees half of it (mean 75%)."""
+    frames, depth = torch.rand(T, 3, H, W), torch.full((T, 1, H, W), 4.0)
+    fx = float(intrinsics_from_fov(60.0, H, W)[0, 0])
+    # ease_in_out progress over 4 frames is 0, 1/4, 3/4, 1: coverage 1, 7/8, 5/8, 1/2
+    return frames, depth, make_trajectory("truck", (W / 2) / fx, T)
+
+
+def test_preflight_fires_on_the_worst_frame_not_the_mean(tmp_path: Path) -> None:
+    frames, depth, traj = _truck_to_half_coverage()
+    relaxed = AnchorConfig(cache_dir=str(tmp_path / "cache"), min_coverage=0.45, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning at all while every frame is above 45%
+        first = build_anchor(frames, 24.0, TensorDepth(depth), traj, relaxed)
+    rep = first.report
+    assert rep["coverage"] == pytest.approx([1.0, 0.875, 0.625, 0.5], abs=2 / W)
+    assert rep["coverage_mean"] >= 0.6 > rep["coverage_min"]  # the old mean-based check stayed silent
+    assert rep["preflight_warning"] is None and rep["coverage_min_frame"] == T - 1
+    # the default 60% threshold warns, on a cache hit too (the warning is not cached)
+    strict = AnchorConfig(cache_dir=relaxed.cache_dir, progress=False)
+    with pytest.warns(UserWarning, match=f"unseen pixels in frame {T - 1} ") as rec:
+        again = build_anchor(frames, 24.0, TensorDepth(depth), traj, strict)
+    assert again.report["cache"] == "hit"
+    msg = str(rec[0].message)
+    assert f"frame {T - 1} coverage {rep['coverage_min']:.1%} < anchor.min_coverage 60%" in msg
+    assert f"mean coverage {rep['coverage_mean']:.1%}" in msg
+    assert again.report["preflight_warning"] == msg
+
+
+@pytest.mark.parametrize(
+    ("coverage", "min_coverage", "expected"),
+    [
+        ([1.0, 0.9, 0.61], 0.6, None),
+        ([0.59], 0.6, "this orbit reveals 41% unseen pixels in frame 0 "),
+        ([1.0, 0.3, 1.0, 0.9], 0.6, "reveals 70% unseen pixels in frame 1 (frames count from 0; 20% on average over 4"),
+        ([1.0, 0.3, 1.0, 0.9], 0.6, "mostly hallucinated there"),
+        (torch.tensor([0.9, 0.65]), 0.7, "the result will be largely hallucinated there"),
+        (0.5, 0.6, "frame 0 coverage 50.0% < anchor.min_coverage 60%, mean coverage 50.0%"),
+    ],
+)
+def test_preflight_message_names_the_worst_frame(
+    coverage: object, min_coverage: float, expected: str | None
+) -> None:
+    msg = preflight_message(coverage, min_coverage, "orbit")
+    assert msg is None if expected is None else expected in msg, msg
 
 
 def test_cache_miss_hit_and_invalidation(clip, tmp_path: Path, caplog) -> None:
@@ -193,7 +243,10 @@ def test_fusion_reports_coverage_gain(tmp_path: Path) -> None:
 def test_write_anchor_outputs(clip, tmp_path: Path) -> None:
     from recapture.io import read_video
 
-    frames, depth = clip
+    _, depth = clip
+    # smooth frames: random noise would make the codec smear noise into the caption bands checked below
+    ramp = torch.linspace(0.1, 0.9, W).expand(H, W)
+    frames = torch.stack([ramp, ramp.flip(-1), 0.5 * ramp])[None].repeat(T, 1, 1, 1)
     res = build_anchor(
         frames,
         12.0,
@@ -219,5 +272,18 @@ def test_write_anchor_outputs(clip, tmp_path: Path) -> None:
     assert float(mask[valid].mean()) > 0.9 and float(mask[~valid].mean()) < 0.1
     preview = read_video(files["preview"]).frames
     assert preview.shape[0] == T and preview.shape[-1] > 3 * W
+    # each preview frame shows its own coverage: the third tile's caption band changes between
+    # frame 0 (valid 100%) and the last frame; the constant "source" and "anchor" bands only by
+    # codec noise (the anchor tile's content moves, like the overlay's)
+    pad = 4
+    strip_h = preview.shape[-2] - H - 2 * pad
+    assert round(100 * report["coverage"][0]) != round(100 * report["coverage"][-1])
+
+    def band_change(tile: int) -> float:
+        x0 = pad + tile * (W + pad)
+        band = preview[:, :, pad : pad + strip_h, x0 : x0 + W]
+        return float((band[0] - band[-1]).abs().mean())
+
+    assert band_change(2) > 3 * max(band_change(0), band_change(1), 0.01)
     traj = json.loads(files["trajectory"].read_text())
     assert traj["num_frames"] == T

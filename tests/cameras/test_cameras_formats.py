@@ -279,3 +279,100 @@ def test_bad_arguments(tmp_path) -> None:
         load_trajectory(tmp_path / "x.json")
     with pytest.raises(RecaptureError, match="need intrinsics"):
         save_trajectory(make_trajectory("pan", 5.0, 3), tmp_path / "c", format="colmap")
+
+
+BINARY = bytes(range(128, 256)) * 4  # not UTF-8 from the first byte
+
+
+@pytest.mark.parametrize(
+    ("name", "fmt"),
+    [
+        ("t.json", "auto"),
+        ("t.txt", "auto"),
+        ("t.txt", "cognvs"),
+        ("t.json", "recapture"),
+        ("transforms.json", "nerfstudio"),
+        ("camera_extrinsics.json", "recammaster"),
+        ("images.txt", "auto"),  # a COLMAP model
+    ],
+)
+def test_binary_files_raise_one_line_errors(tmp_path, name: str, fmt: str) -> None:
+    path = tmp_path / name
+    path.write_bytes(BINARY)
+    with pytest.raises(RecaptureError) as err:
+        load_trajectory(path, format=fmt)
+    message = str(err.value)
+    assert f"{path} is not UTF-8 text (byte 0x80 at offset 0)" in message, message
+    assert "pass the trajectory file itself" in message and "\n" not in message
+
+
+def _recapture_file(tmp_path, **fields) -> object:
+    path = tmp_path / "x.json"
+    eye = torch.eye(4).tolist()
+    path.write_text(json.dumps({"format": "recapture.trajectory/v1", "c2w": [eye, eye, eye], **fields}))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("fields", "needle"),
+    [
+        ({"intrinsics": [[500, 0, 32], [0, 500]]},
+         "'intrinsics' must be a 3 x 3 or T x 3 x 3 list of numbers, got a ragged list [[500, 0, 32], [0, 500]]"),
+        ({"intrinsics": [["500", 0, 32], [0, 500, 24], [0, 0, 1]]},
+         "'intrinsics' must be a 3 x 3 or T x 3 x 3 list of numbers, got [['500', 0, 32]"),
+        ({"intrinsics": [[500, 0, 32], [0, 500, 24]]}, "'intrinsics': expected (3, 3) or (3, 3, 3) intrinsics, got (2, 3)"),
+        ({"focal_scale": "1.5"}, "'focal_scale' must be a list of 3 numbers (one focal multiplier per pose), got '1.5'"),
+        ({"focal_scale": [1.0, None, 1.2]}, "'focal_scale' must be a list of 3 numbers"),
+        ({"focal_scale": [1.0, 1.1]}, "'focal_scale' must be a list of 3 numbers (one focal multiplier per pose), "
+                                      "got shape (2,)"),
+        ({"focal_scale": [1.0, 0.0, 1.2]}, "'focal_scale' must be finite and > 0"),
+        ({"pivot": [0, 1]}, "'pivot' must be 3 numbers [x, y, z] (the look-at point in source-camera coordinates), "
+                            "got [0.0, 1.0]"),
+        ({"pivot": ["0", "0", "1"]}, "'pivot' must be 3 numbers [x, y, z]"),
+        ({"name": 5}, "'name' must be a string or null, got 5"),
+        ({"c2w": [[["1", 0, 0, 0]] * 4]}, "'c2w' must be a T x 4 x 4 list of numbers, got"),
+    ],
+)
+def test_malformed_fields_name_the_file_key_and_value(tmp_path, fields: dict, needle: str) -> None:
+    path = _recapture_file(tmp_path, **fields)
+    with pytest.raises(RecaptureError) as err:
+        load_trajectory(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: ") and needle in message, message
+    assert "\n" not in message
+
+
+def test_valid_optional_fields_still_load(tmp_path) -> None:
+    k = [[500.0, 0.0, 32.0], [0.0, 500.0, 24.0], [0.0, 0.0, 1.0]]
+    traj = load_trajectory(_recapture_file(tmp_path, intrinsics=k, focal_scale=[1, 1.5, 2], pivot=[0, 0, 2],
+                                           name="mine"))
+    torch.testing.assert_close(traj.intrinsics, torch.tensor(k).expand(3, 3, 3))
+    torch.testing.assert_close(traj.focal_scale, torch.tensor([1.0, 1.5, 2.0]))
+    torch.testing.assert_close(traj.pivot, torch.tensor([0.0, 0.0, 2.0]))
+    assert traj.name == "mine"
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "needle"),
+    [
+        ("transforms.json", {"frames": [{"transform_matrix": [[1, 0, 0, 0], [0, 1, 0]]}]},
+         "frames[0].transform_matrix must be a 4 x 4 list of numbers, got a ragged list"),
+        ("transforms.json", {"fl_x": "wide", "w": 64, "h": 48, "frames": [{"transform_matrix": np.eye(4).tolist()}]},
+         "frames[0] 'fl_x' must be a number, got 'wide'"),
+        ("camera_extrinsics.json", {"frame0": {"cam01": "[1 0 0 0] [0 one 0 0] [0 0 1 0] [0 0 0 1]"}},
+         "frame0/cam01: expected numbers, got '0 one 0 0'"),
+        ("camera_extrinsics.json", {"frame0": {"cam01": 7}}, "frame0/cam01: expected a string"),
+    ],
+)
+def test_foreign_files_with_non_numbers_name_the_entry(tmp_path, name: str, content: dict, needle: str) -> None:
+    path = tmp_path / name
+    path.write_text(json.dumps(content))
+    with pytest.raises(RecaptureError) as err:
+        load_trajectory(path)
+    assert str(path) in str(err.value) and needle in str(err.value), str(err.value)
+
+
+def test_colmap_lines_with_non_numbers_name_the_line(tmp_path) -> None:
+    (tmp_path / "images.txt").write_text("1 1 0 0 zero 0 0 0 1 frame_0.png\n\n")
+    with pytest.raises(RecaptureError, match=r"images.txt image 1: expected numbers, got '1 0 0 zero'"):
+        load_trajectory(tmp_path)

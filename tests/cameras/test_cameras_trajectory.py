@@ -157,6 +157,8 @@ def test_easing_and_modes() -> None:
         ({"mode": "sudden"}, "mode"),
         ({"easing": "bounce"}, "easing"),
         ({"pivot_depth": 0.0}, "pivot_depth"),
+        ({"amount": "wide"}, r"trajectory amount \(orbit\) must be a number, got 'wide'"),
+        ({"pivot_depth": "near"}, "pivot_depth must be a number, got 'near'"),
     ],
 )
 def test_bad_preset_arguments_raise_clear_errors(kwargs: dict, match: str) -> None:
@@ -251,3 +253,61 @@ def test_trajectory_spec_parses_from_yaml() -> None:
     traj = spec.build(T)
     torch.testing.assert_close(traj.c2w[0], make_trajectory("orbit", 15.0, 1, mode="direct").c2w[0])
     assert float(traj.focal_scale[0]) == pytest.approx(1.0) and float(traj.focal_scale[-1]) == pytest.approx(1.2)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "needle"),
+    [
+        ({"focal_scale": "1.0"}, "Trajectory.focal_scale must be a list of 2 numbers (one focal multiplier per pose), "
+                                 "got '1.0'"),
+        ({"focal_scale": [1.0]}, "Trajectory.focal_scale must be a list of 2 numbers"),
+        ({"pivot": [0.0, 1.0]}, "Trajectory.pivot must be 3 numbers [x, y, z] (the look-at point in source-camera "
+                                "coordinates), got [0.0, 1.0]"),
+        ({"pivot": ["a", "b", "c"]}, "Trajectory.pivot must be 3 numbers [x, y, z]"),
+        ({"pivot": [0.0, float("inf"), 1.0]}, "Trajectory.pivot must be finite"),
+        ({"intrinsics": [[500, 0, 32], [0, 500]]}, "Trajectory.intrinsics must be a (3, 3) or (T, 3, 3) array of "
+                                                   "numbers, got a ragged list"),
+        ({"c2w": [[["1"] * 4] * 4]}, "Trajectory.c2w must be a (T, 4, 4) array of numbers, got"),
+        ({"name": 5}, "Trajectory.name must be a string, got 5"),
+    ],
+)
+def test_trajectory_rejects_malformed_fields(kwargs: dict, needle: str) -> None:
+    args = {"c2w": IDENTITY.repeat(2, 1, 1), **kwargs}
+    with pytest.raises(RecaptureError) as err:
+        Trajectory(**args)
+    assert needle in str(err.value), str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("build", "needle"),
+    [
+        (lambda: TrajectorySpec(amount="wide"), "TrajectorySpec.amount must be a number, got 'wide'"),
+        (lambda: TrajectorySpec(amount=True), "TrajectorySpec.amount must be a number, got True"),
+        (lambda: TrajectorySpec(amount=float("nan")), "TrajectorySpec.amount must be finite, got nan"),
+        (lambda: TrajectorySpec(pivot_depth="near"), "TrajectorySpec.pivot_depth must be a number, got 'near'"),
+        (lambda: TrajectorySpec(pivot_depth=-1.0), "TrajectorySpec.pivot_depth must be > 0 scene units"),
+        (lambda: TrajectorySpec(preset="spin"), "TrajectorySpec.preset must be one of pan, tilt"),
+        (lambda: TrajectorySpec(mode="sudden"), "TrajectorySpec.mode must be one of gradual, direct, got 'sudden'"),
+        (lambda: TrajectorySpec(file_format="blender"), "TrajectorySpec.file_format must be one of auto, recapture"),
+        (lambda: TrajectorySpec(moves=[{"preset": "orbit", "amount": "x"}]),
+         "TrajectorySpec.moves[0]: MoveSpec.amount must be a number, got 'x'"),
+        (lambda: TrajectorySpec(moves=[{"preset": "orbit"}]), "TrajectorySpec.moves[0] = {'preset': 'orbit'} needs"),
+        (lambda: TrajectorySpec(moves=[MoveSpec("pan", 1.0), {"preset": "pan", "amount": 1, "angle": 2}]),
+         "TrajectorySpec.moves[1] = {'preset': 'pan', 'amount': 1, 'angle': 2} needs the keys preset and amount "
+         "(optional: mode, easing, pivot_depth); unknown: angle."),
+        (lambda: TrajectorySpec(moves=["orbit"]), "TrajectorySpec.moves[0] must be a MoveSpec or a dict, got str"),
+        (lambda: MoveSpec("spin", 1.0), "MoveSpec.preset must be one of pan"),
+        (lambda: MoveSpec("pan", 1.0, pivot_depth="far"), "MoveSpec.pivot_depth must be a number, got 'far'"),
+    ],
+)
+def test_trajectory_spec_checks_its_values_when_built(build, needle: str) -> None:
+    with pytest.raises(RecaptureError) as err:
+        build()
+    assert needle in str(err.value) and "\n" not in str(err.value), str(err.value)
+
+
+def test_trajectory_spec_accepts_numeric_strings_and_paths(tmp_path) -> None:
+    spec = TrajectorySpec(amount="20", pivot_depth=2)  # e.g. YAML 1.1 reads 1e-1 as a string
+    assert spec.amount == 20.0 and spec.pivot_depth == 2.0
+    assert TrajectorySpec(moves=[{"preset": "dolly", "amount": "0.1"}]).moves[0].amount == 0.1
+    assert TrajectorySpec(file=tmp_path / "t.json").file == str(tmp_path / "t.json")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from recapture.depth import (
     check_depth,
     disparity_to_depth,
     distance_to_depth,
+    load_depth_array,
     make_depth_estimator,
     scene_scale,
 )
@@ -183,6 +185,84 @@ def test_file_backend_errors_name_frames_and_counts(tmp_path: Path) -> None:
         make_depth_estimator(DepthConfig(backend="file", path=str(tmp_path / "missing.npy")))(
             torch.rand(T, 3, H, W)
         )
+
+
+class _Payload:
+    """Unpickling this creates a folder: proof that a loader executed code from the file."""
+
+    def __init__(self, target: Path) -> None:
+        self.target = str(target)
+
+    def __reduce__(self) -> tuple:
+        return (os.mkdir, (self.target,))
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".npz"])
+def test_file_backend_refuses_pickled_arrays_without_running_them(tmp_path: Path, suffix: str) -> None:
+    live = np.array([_Payload(tmp_path / "ran_live")], dtype=object)
+    np.save(tmp_path / "probe.npy", live, allow_pickle=True)
+    np.load(tmp_path / "probe.npy", allow_pickle=True)  # the payload is live: unpickling runs it
+    assert (tmp_path / "ran_live").is_dir()
+    evil = np.array([_Payload(tmp_path / "ran")], dtype=object)
+    path = tmp_path / f"evil{suffix}"
+    if suffix == ".npy":
+        np.save(path, evil, allow_pickle=True)
+    else:
+        np.savez(path, depth=evil)
+    est = make_depth_estimator(DepthConfig(backend="file", path=str(path)))
+    with pytest.raises(RecaptureError) as err:
+        est(torch.rand(1, 3, H, W))
+    assert f"depth file {path}" in str(err.value) and "pickled object array" in str(err.value)
+    assert "np.save" in str(err.value) and "\n" not in str(err.value)
+    assert not (tmp_path / "ran").exists()
+
+
+def _truncated_npz(path: Path) -> None:
+    np.savez(path, depth=_planar())
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _truncated_npy(path: Path) -> None:
+    np.save(path, _planar())
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 100])
+
+
+@pytest.mark.parametrize(
+    ("name", "write", "needle"),
+    [
+        ("cut.npy", _truncated_npy, f"truncated: its header promises shape ({T}, {H}, {W}) float32"),
+        ("cut.npz", _truncated_npz, "damaged or truncated .npz archive"),
+        ("text.npy", lambda p: p.write_text("0.5 0.7\n0.1 0.2\n"), "is not NumPy .npy/.npz data (it starts with b'0.5"),
+        ("text.npz", lambda p: p.write_text("depth,frame\n"), "is not NumPy .npy/.npz data (it starts with b'depth"),
+        ("empty.npy", lambda p: p.write_bytes(b""), "(it is empty)"),
+        ("lfs.npy", lambda p: p.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:ab\n"),
+         "git lfs pull"),
+        ("words.npy", lambda p: np.save(p, np.full((T, H, W), "x")), "holds dtype <U1, not numbers"),
+        ("words.npz", lambda p: np.savez(p, depth=np.full((T, H, W), "x")), "(array 'depth') holds dtype <U1"),
+    ],
+)
+def test_file_backend_names_broken_files(tmp_path: Path, name: str, write, needle: str) -> None:
+    path = tmp_path / name
+    write(path)
+    est = make_depth_estimator(DepthConfig(backend="file", path=str(path)))
+    with pytest.raises(RecaptureError) as err:
+        est(torch.rand(T, 3, H, W))
+    message = str(err.value)
+    assert message.startswith(f"depth file {path}") and needle in message, message
+    assert ("re-export it with np.save" in message or "lfs" in name) and "\n" not in message
+
+
+def test_file_backend_reads_fortran_compressed_and_big_endian_arrays(tmp_path: Path) -> None:
+    z = _planar()
+    np.save(tmp_path / "f.npy", np.asfortranarray(z))
+    np.savez_compressed(tmp_path / "c.npz", depth=z.astype(">f8"))
+    np.save(tmp_path / "i.npy", (z * 1000).astype(np.uint16))
+    for name, scale in (("f.npy", 1.0), ("c.npz", 1.0), ("i.npy", 1000.0)):
+        arr = load_depth_array(tmp_path / name)
+        assert arr.shape == (T, H, W) and arr.flags.writeable
+        np.testing.assert_allclose(arr / scale, z, atol=1e-3)
 
 
 def test_tensor_depth_checks_its_frames() -> None:

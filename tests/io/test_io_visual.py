@@ -40,6 +40,25 @@ def test_grid_captions_masks_and_images() -> None:
     assert torch.equal(grid[2, :, 4 + strip_h : 4 + strip_h + 64, 268:396], still)
 
 
+def test_grid_per_frame_captions_change_only_their_band() -> None:
+    video = torch.full((3, 3, 32, 160), 0.5)
+    still = torch.full((3, 32, 160), 0.5)  # a single image with a per-frame caption
+    per_frame = ["valid 100%", "valid 100%", "valid 53%"]
+    grid = make_grid([video, still, video], captions=["source", per_frame, ["same"] * 3])
+    strip_h = grid.shape[-2] - 32 - 2 * 4
+
+    def band(tile: int) -> torch.Tensor:
+        x0 = 4 + tile * (160 + 4)
+        return grid[:, :, 4 : 4 + strip_h, x0 : x0 + 160]
+
+    assert torch.equal(band(1)[0], band(1)[1])  # same text on frames 0 and 1
+    assert (band(1)[0] - band(1)[2]).abs().amax() > 0.5  # the text changed on frame 2
+    for tile in (0, 2):  # a string, or a list repeating one string: identical on every frame
+        assert torch.equal(band(tile)[0], band(tile)[1]) and torch.equal(band(tile)[0], band(tile)[2])
+    assert torch.equal(band(1)[2], make_grid([still], captions=["valid 53%"])[0, :, 4 : 4 + strip_h, 4:164])
+    assert torch.equal(grid[:, :, 4 + strip_h : 4 + strip_h + 32, 168:328], video)  # tiles untouched
+
+
 @pytest.mark.parametrize(
     ("videos", "kwargs", "needle"),
     [
@@ -48,6 +67,7 @@ def test_grid_captions_masks_and_images() -> None:
         ([torch.rand(2, 2, 8, 8)], {}, "videos[0]"),
         ([torch.rand(2, 3, 8, 8)], {"captions": ["a", "b"]}, "2 captions for 1 videos"),
         ([torch.rand(2, 3, 8, 8)], {"ncols": 0}, "ncols=0"),
+        ([torch.rand(2, 3, 8, 8)], {"captions": [["a", "b", "c"]]}, "captions[0] has 3 per-frame captions for 2 frames"),
     ],
 )
 def test_grid_errors(videos: list, kwargs: dict, needle: str) -> None:
