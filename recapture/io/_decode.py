@@ -1,13 +1,17 @@
 """Decoders behind :func:`recapture.io.read_video`: decord, PyAV and folders of images.
 
-Every decoder returns ``(T, H, W, 3)`` uint8 or float32 numpy frames for a given list of frame
-indices; :mod:`recapture.io.video` picks one, validates it and falls back to PyAV.
+Every decoder hands the frames at a sorted list of indices, one ``(H, W, 3)`` uint8 or float32
+numpy frame at a time and in order, to a ``sink(k, frame)`` callback (``k`` = position in the
+list), so the caller can resize each frame as it arrives and never holds the source-size clip;
+:mod:`recapture.io.video` picks a decoder, validates it and falls back to PyAV.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +23,15 @@ logger = logging.getLogger(__name__)
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".webm", ".mkv", ".m4v", ".gif")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+DECORD_BATCH_BYTES = 16 * 2**20  # decord decodes this much source-size uint8 at once, at most
+# each decord (FFmpeg) decoding thread holds its own frame buffers, ~0.45 GB at 4K: the thread
+# count is capped so that threads x pixels stays at about two 1080p frames' worth
+DECORD_THREAD_PIXELS = 2 * 1920 * 1080
+# above this (1440p) backend="auto" decodes with PyAV: even single-threaded, decord's buffers
+# cost ~0.4 GB at 4K where PyAV's sequential decoding needs ~0.2 GB
+DECORD_MAX_PIXELS = 2560 * 1440
+
+Sink = Callable[[int, np.ndarray], None]
 
 
 def natural_key(path: Path) -> list[Any]:
@@ -108,18 +121,18 @@ def probe_container(path: Path) -> dict[str, Any]:
     }
 
 
-def decode_pyav(path: Path, indices: list[int]) -> tuple[np.ndarray, int | None]:
-    """Decode the frames at sorted ``indices`` sequentially, stopping after the last one.
+def decode_pyav(path: Path, indices: list[int], sink: Sink) -> int | None:
+    """Decode the frames at sorted ``indices`` sequentially into ``sink``, stopping after the last one.
 
     Returns:
-        ``((T, H, W, 3) uint8, None)`` when every index was found, else ``(partial, frames_seen)``
-        so the caller can report how many frames the file really has.
+        ``None`` when every index was found, else the number of frames the file really has (the
+        frames found so far were already given to ``sink``).
     """
     import av
 
     wanted = set(indices)
     last = indices[-1]
-    frames: list[np.ndarray] = []
+    found = 0
     container = _open_container(path)
     seen = 0
     try:
@@ -128,52 +141,73 @@ def decode_pyav(path: Path, indices: list[int]) -> tuple[np.ndarray, int | None]
         for i, frame in enumerate(container.decode(stream)):
             seen = i + 1
             if i in wanted:  # display rotation applied like decord does (counter-clockwise)
-                frames.append(_apply_rotation(frame.to_ndarray(format="rgb24"), _rotation(frame)))
+                sink(found, _apply_rotation(frame.to_ndarray(format="rgb24"), _rotation(frame)))
+                found += 1
             if i >= last:
                 break
     except av.error.FFmpegError as err:
-        if not frames:
+        if not found:
             raise RecaptureError(
                 f"{path} could not be decoded ({err}); re-encode it (e.g. to H.264 mp4)"
             ) from err
         logger.warning("decoding %s stopped at frame %d: %s", path, seen, err)
     finally:
         container.close()
-    stacked = np.stack(frames) if frames else np.zeros((0, 0, 0, 3), np.uint8)
-    return stacked, (None if len(frames) == len(indices) else seen)
+    return None if found == len(indices) else seen
 
 
-def decode_decord(path: Path, indices: list[int], height: int, width: int) -> np.ndarray | None:
-    """Decode ``indices`` with decord; ``None`` (after logging why) if decord fails or misbehaves.
+def decord_threads(height: int, width: int) -> int:
+    """Decoding threads for decord: all cores (at most 8) for small frames, 2 at 1080p, 1 above."""
+    return max(1, min(os.cpu_count() or 1, 8, DECORD_THREAD_PIXELS // max(1, height * width)))
 
-    decord mis-decodes some widths (16, 48, ...) and can return 4 or 6 channels, so the output
-    shape is checked against the container's ``(len(indices), height, width, 3)`` (display size:
-    decord applies the rotation of phone videos).
+
+def decode_decord(
+    path: Path, indices: list[int], height: int, width: int, sink: Sink, batch_bytes: int | None = None
+) -> bool:
+    """Decode ``indices`` with decord into ``sink``; ``False`` (after logging why) if decord fails or misbehaves.
+
+    Frames are fetched in batches of at most ``batch_bytes`` of source-size pixels (``None``:
+    :data:`DECORD_BATCH_BYTES`: one batch for a small clip, six 720p frames at a time). decord
+    mis-decodes some widths (16, 48, ...) and can return 4 or 6 channels, so each batch's shape
+    is checked against the container's ``(len(batch), height, width, 3)`` (display size: decord
+    applies the rotation of phone videos). On ``False`` the caller decodes everything again with
+    PyAV, so frames already given to ``sink`` are overwritten.
     """
     try:
         import decord
     except ImportError:
-        return None
+        return False
     try:
-        reader = decord.VideoReader(str(path), ctx=decord.cpu(0))
+        reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=decord_threads(height, width))
         if indices[-1] >= len(reader):
             logger.info("decord sees %d frames in %s, fewer than needed: using PyAV", len(reader), path)
-            return None
-        batch = reader.get_batch(indices).asnumpy()
+            return False
     except Exception as err:  # decord raises its own DECORDError and plain RuntimeErrors
         logger.info("decord failed on %s (%s): using PyAV", path, err)
-        return None
-    expected = (len(indices), height, width, 3)
-    if tuple(batch.shape) != expected or batch.dtype != np.uint8:
-        logger.info(
-            "decord returned %s %s for %s, expected %s uint8: using PyAV",
-            batch.shape,
-            batch.dtype,
-            path,
-            expected,
-        )
-        return None
-    return batch
+        return False
+    budget = DECORD_BATCH_BYTES if batch_bytes is None else batch_bytes
+    per_batch = max(1, budget // max(1, height * width * 3))
+    for first in range(0, len(indices), per_batch):
+        batch_indices = indices[first : first + per_batch]
+        try:
+            batch = reader.get_batch(batch_indices).asnumpy()
+        except Exception as err:
+            logger.info("decord failed on %s (%s): using PyAV", path, err)
+            return False
+        expected = (len(batch_indices), height, width, 3)
+        if tuple(batch.shape) != expected or batch.dtype != np.uint8:
+            logger.info(
+                "decord returned %s %s for %s, expected %s uint8: using PyAV",
+                batch.shape,
+                batch.dtype,
+                path,
+                expected,
+            )
+            return False
+        for j in range(len(batch_indices)):
+            sink(first + j, batch[j])
+        del batch  # free this batch before decoding the next
+    return True
 
 
 # ---------------------------------------------------------------------------------------------
@@ -258,9 +292,7 @@ def load_image(path: Path) -> np.ndarray:
         return _to_rgb(np.asarray(im.convert("RGB")), path)
 
 
-def decode_images(files: list[Path]) -> np.ndarray:
-    """Stack images as ``(T, H, W, 3)`` (uint8 unless any file is 16-bit/float)."""
-    arrays = [load_image(f) for f in files]
-    if any(a.dtype != np.uint8 for a in arrays):
-        arrays = [a.astype(np.float32) / 255.0 if a.dtype == np.uint8 else a for a in arrays]
-    return np.stack(arrays)
+def decode_images(files: list[Path], sink: Sink) -> None:
+    """Load ``files`` one at a time into ``sink`` (each uint8, or float32 in [0, 1] for 16-bit/float)."""
+    for k, f in enumerate(files):
+        sink(k, load_image(f))

@@ -9,10 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
 
 from recapture.io import _decode
-from recapture.io.resize import ResizeMode, _check_size, resize_frames
+from recapture.io.resize import ResizeMode, ResizePlan, _check_size, apply_resize, plan_resize
 from recapture.utils import RecaptureError
 
 logger = logging.getLogger(__name__)
@@ -30,12 +31,14 @@ class Video:
         fps: frames per second (after frame selection: a ``stride`` does not change it).
         path: the file or folder it was read from, if any.
         source_size: ``(H, W)`` as stored (after a phone video's display rotation), before resizing.
+        source_num_frames: frames in the whole file or folder (``frames`` may be a selection).
     """
 
     frames: torch.Tensor
     fps: float
     path: Path | None = None
     source_size: tuple[int, int] | None = None
+    source_num_frames: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.frames, torch.Tensor) or self.frames.ndim != 4 or self.frames.shape[1] != 3:
@@ -142,13 +145,54 @@ def probe_video(path: str | os.PathLike, fps: float | None = None) -> dict[str, 
     return info
 
 
+class _ResizingSink:
+    """Receives decoded frames one at a time and stores them resized, in a preallocated tensor.
+
+    The plan is made from the first frame's real pixel size (PyAV may apply a display size the
+    header did not state), so at most one source-size frame is alive at a time.
+    """
+
+    def __init__(
+        self, count: int, size: int | tuple[int, int] | None, resize: ResizeMode, multiple: int, path: Path
+    ):
+        self.count, self.size, self.resize, self.multiple, self.path = count, size, resize, multiple, path
+        self.plan: ResizePlan | None = None
+        self.frames: torch.Tensor | None = None
+        self.filled = 0
+
+    def __call__(self, k: int, image: np.ndarray) -> None:
+        hw = (int(image.shape[0]), int(image.shape[1]))
+        if self.plan is None or (k == 0 and hw != self.plan.source):  # first frame (or a decoder restart)
+            self.plan = plan_resize(*hw, self.size, self.resize, self.multiple)
+            self.frames = torch.empty(self.count, 3, *self.plan.output, dtype=torch.float32)
+        elif hw != self.plan.source:
+            h, w = self.plan.source
+            raise RecaptureError(
+                f"{self.path}: frame {k} of the selection is {hw[1]}x{hw[0]} but earlier frames are {w}x{h}; "
+                "re-encode the video to one frame size"
+            )
+        assert self.frames is not None
+        # PIL and decord hand out read-only arrays; torch wants writable memory (a copy of one frame)
+        chw = torch.from_numpy(np.require(image, requirements=["C", "W"])).permute(2, 0, 1)[None]
+        self.frames[k] = apply_resize(chw, self.plan)[0]
+        self.filled = max(self.filled, k + 1)
+
+    def result(self) -> tuple[torch.Tensor, tuple[int, int]]:
+        """``(frames (T, 3, H', W') float32, source (H, W))`` once every frame has arrived."""
+        assert self.frames is not None and self.plan is not None and self.filled == self.count
+        message = self.plan.upscale_message()
+        if message:
+            logger.warning("%s: %s", self.path, message)
+        return self.frames, self.plan.source
+
+
 def read_video(
     path: str | os.PathLike,
     num_frames: int | None = None,
     start: int = 0,
     stride: int = 1,
     size: int | tuple[int, int] | None = None,
-    resize: ResizeMode = "fit",
+    resize: ResizeMode = "crop",
     multiple: int = 64,
     backend: Backend = "auto",
     fps: float | None = None,
@@ -156,17 +200,26 @@ def read_video(
     """Read frames ``start, start + stride, ...`` of a video file or image folder, optionally resized.
 
     Files: mp4/mov/avi/webm/mkv/m4v via decord (fast, random access), whose output is validated
-    (shape ``(T, H, W, 3)``, frame count) with an automatic fall back to PyAV; gif via PyAV.
+    (shape ``(H, W, 3)``, frame count) with an automatic fall back to PyAV; gif via PyAV, and
+    so are videos above 2560x1440 with ``backend="auto"`` (decord's buffers cost ~0.4 GB at 4K).
     Folders: png/jpg/jpeg/bmp/tif/tiff images sorted naturally (``2.png`` before ``10.png``), all
-    of one size. Only the needed frames are decoded (PyAV stops after the last one).
+    of one size. Only the selected frames are decoded (PyAV stops after the last one) and each is
+    resized as soon as it is decoded, so memory is the output clip plus about one source frame
+    (14 frames of a 4K video at ``size=192``: a 14x3x128x192 clip and one 4K frame at a time).
 
-    Resizing (antialiased bilinear, see :func:`recapture.io.resize.target_size`):
+    Resizing never distorts (rules and arithmetic: :func:`recapture.io.resize.plan_resize`):
 
-    * ``size=None``: keep the stored size.
-    * ``size=int``, ``"fit"``: long side = ``size``, aspect kept, each side rounded to the nearest
-      multiple of ``multiple`` (1280x720 -> 1024x576 for ``size=1024``).
-    * ``size=(H, W)``, ``"fit"``: fit inside ``(H, W)``, then round as above.
-    * ``size=(H, W)``, ``"crop"``: scale to cover ``(H, W)`` and centre-crop to exactly ``(H, W)``.
+    * ``size=None``: keep the stored size (for SVD it must already be a multiple of 64).
+    * ``size=int``: the **long** side becomes ``size`` (rounded to a multiple of ``multiple``);
+      the short side is scaled by the same factor and rounded to the nearest multiple of
+      ``multiple`` (halves up, at least one multiple). With ``"crop"`` (default) the picture is
+      scaled just enough to cover that size and the overflow is cut equally from both ends
+      (1280x720 at 512 -> 512x320, 57 columns cut; 640x272 at 192 -> 192x64, 18 rows cut);
+      with ``"pad"`` it is scaled to fit inside and black bars fill the rest.
+    * ``size=(H, W)``: exactly ``(H, W)``, by the same crop or pad (``multiple`` unused).
+
+    Enlarging (e.g. 40x30 at 192 -> 192x128, 4.8x) is done but logged as a warning naming the
+    factor, since it invents detail.
 
     Args:
         path: video file or folder of images.
@@ -174,10 +227,10 @@ def read_video(
         start: index of the first frame.
         stride: step between returned frames (the returned ``fps`` is the stored rate regardless).
         size: output size rule (above).
-        resize: ``"fit"`` or ``"crop"``.
-        multiple: rounding multiple for ``"fit"`` (64 suits SVD).
-        backend: ``"auto"`` (decord, then PyAV), ``"decord"`` (falls back to PyAV with a warning)
-            or ``"pyav"``.
+        resize: ``"crop"`` (cover and centre-crop) or ``"pad"`` (fit inside and pad with black).
+        multiple: rounding multiple for an int ``size`` (64 suits SVD).
+        backend: ``"auto"`` (decord, then PyAV; PyAV above 2560x1440), ``"decord"`` (falls back to
+            PyAV with a warning) or ``"pyav"``.
         fps: override the frame rate; image folders default to 24.
 
     Returns:
@@ -199,27 +252,30 @@ def read_video(
 
     if path.is_dir():
         files = _decode.list_images(path)
-        source_size = _decode.check_same_size(files)
-        indices = select_indices(len(files), start, stride, num_frames, path)
-        raw = _decode.decode_images([files[i] for i in indices])
+        _decode.check_same_size(files)
+        total = len(files)
+        indices = select_indices(total, start, stride, num_frames, path)
+        sink = _ResizingSink(len(indices), size, resize, multiple, path)
+        _decode.decode_images([files[i] for i in indices], sink)
         rate = float(fps or DEFAULT_FOLDER_FPS)
     else:
         info = _decode.probe_container(path)
-        source_size = (info["height"], info["width"])
+        total = int(info["num_frames"])
         rate = float(fps or info["fps"] or DEFAULT_FOLDER_FPS)
-        indices = select_indices(info["num_frames"], start, stride, num_frames, path)
-        raw = None
-        if backend != "pyav" and path.suffix.lower() != ".gif":
-            raw = _decode.decode_decord(path, indices, *source_size)
-            if raw is None and backend == "decord":
+        indices = select_indices(total, start, stride, num_frames, path)
+        sink = _ResizingSink(len(indices), size, resize, multiple, path)
+        done = False
+        pixels = int(info["height"]) * int(info["width"])
+        use_decord = backend == "decord" or (backend == "auto" and pixels <= _decode.DECORD_MAX_PIXELS)
+        if use_decord and path.suffix.lower() != ".gif":
+            done = _decode.decode_decord(path, indices, info["height"], info["width"], sink)
+            if not done and backend == "decord":
                 logger.warning("decord could not read %s correctly: fell back to PyAV", path)
-        if raw is None:
-            raw, frames_seen = _decode.decode_pyav(path, indices)
+        if not done:
+            frames_seen = _decode.decode_pyav(path, indices, sink)
             if frames_seen is not None:  # the header over-counted: report the real count
                 select_indices(frames_seen, start, stride, num_frames, path)
                 raise RecaptureError(f"{path} ended after {frames_seen} frames while decoding; re-encode it")
-        if raw.shape[1:3] != source_size:  # e.g. PyAV applying a display size: trust the pixels
-            source_size = (int(raw.shape[1]), int(raw.shape[2]))
-
-    frames = resize_frames(torch.from_numpy(raw).permute(0, 3, 1, 2), size, resize, multiple)
-    return Video(frames=frames, fps=rate, path=path, source_size=source_size)
+    # source_size: what the decoder delivered (e.g. PyAV applying a display size): trust the pixels
+    frames, source_size = sink.result()
+    return Video(frames=frames, fps=rate, path=path, source_size=source_size, source_num_frames=total)

@@ -53,6 +53,21 @@ def to_uint8_frames(frames: torch.Tensor) -> torch.Tensor:
     return frames.expand(-1, 3, -1, -1).permute(0, 2, 3, 1)
 
 
+def frames_digest(frames: torch.Tensor) -> str:
+    """sha256 of a video exactly as :func:`write_video` quantises it (uint8 ``(T, H, W, 3)``).
+
+    H.264 files of the same frames are not always byte-identical (x264 can decide differently under
+    CPU load), so reproducibility is stated on the frames: ``report.json`` of ``fit`` and
+    ``generate`` records this digest for every video they write.
+    """
+    import hashlib
+
+    images = to_uint8_frames(frames).contiguous()
+    digest = hashlib.sha256(f"{tuple(images.shape)}".encode())
+    digest.update(images.numpy().tobytes())
+    return digest.hexdigest()
+
+
 def _pad_even(image: np.ndarray) -> np.ndarray:
     h, w = image.shape[:2]
     if h % 2 == 0 and w % 2 == 0:
@@ -102,9 +117,12 @@ def write_video(path: str | os.PathLike, frames: torch.Tensor, fps: float, crf: 
         stream.width, stream.height = width, height
         stream.pix_fmt = "yuv420p"
         stream.codec_context.time_base = 1 / rate
-        stream.options = {"crf": str(crf)}
+        # x264's adaptive quantisation made files of the same frames differ often; without it they
+        # almost always match (see frames_digest for the exact check), and PSNR is a bit higher
+        stream.options = {"crf": str(crf), "x264-params": "aq-mode=0"}
         for i in range(images.shape[0]):
-            frame = _frame_to_av(_pad_even(images[i].numpy()))
+            # converted here: the encoder's implicit RGB -> yuv420p conversion varied from run to run too
+            frame = _frame_to_av(_pad_even(images[i].numpy())).reformat(format="yuv420p")
             frame.pts = i
             frame.time_base = 1 / rate
             container.mux(stream.encode(frame))

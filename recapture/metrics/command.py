@@ -103,22 +103,36 @@ def _pair_up(
     return {n: _Item(preds[n], t[n], m[n], c[n], r[n]) for n in names}
 
 
-def _read(path: Path, fps: float | None) -> tuple[Tensor, float]:
+def _read(path: Path, fps: float | None, num_frames: int | None = None) -> tuple[Tensor, float]:
+    """``(frames (T, 3, H, W) float32 in [0, 1], fps)``: the first ``num_frames`` frames (all if ``None``)."""
     from recapture.io import read_video
 
-    video = read_video(path, fps=fps)
+    video = read_video(path, num_frames=num_frames, fps=fps)
     return video.frames.float(), float(video.fps)
 
 
-def _read_mask(path: Path, fps: float | None) -> Tensor:
+def _is_image(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def _count(path: Path, fps: float | None) -> int:
+    """Frames in a video file or frame folder (1 for a single image), from headers: nothing decoded."""
+    if _is_image(path):
+        return 1
+    from recapture.io import probe_video
+
+    return int(probe_video(path, fps=fps)["num_frames"])
+
+
+def _read_mask(path: Path, fps: float | None, num_frames: int | None = None) -> Tensor:
     """``(T, 1, H, W)`` float {0, 1}: white (> 0.5 after averaging the channels) is inside."""
-    if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+    if _is_image(path):
         import numpy as np
         from PIL import Image
 
         image = np.asarray(Image.open(path).convert("L"), dtype=np.float32) / 255.0
         return (torch.from_numpy(image)[None, None] > 0.5).float()
-    frames, _ = _read(path, fps)
+    frames, _ = _read(path, fps, num_frames)
     return (frames.mean(dim=1, keepdim=True) > 0.5).float()
 
 
@@ -149,18 +163,23 @@ def _hw(x: Tensor) -> str:
 def _load_item(
     name: str, item: _Item, size: Any, max_frames: int | None, fps: float | None
 ) -> dict[str, Any]:
-    pred, rate = _read(item.pred, fps)
-    target = None if item.target is None else _read(item.target, fps)[0]
-    mask = None if item.mask is None else _read_mask(item.mask, fps)
-    if max_frames is not None:
-        pred = pred[:max_frames]
-        target = None if target is None else target[:max_frames]
-        mask = None if mask is None else mask[:max_frames]
-    if target is not None and target.shape[0] != pred.shape[0]:
-        raise RecaptureError(
-            f"{name}: the prediction has {pred.shape[0]} frames and the target {target.shape[0]}; "
-            f"pass --max_frames {min(pred.shape[0], target.shape[0])} to score the first frames of each"
-        )
+    # frame counts come from the headers, so only the frames that are scored are ever decoded
+    # (and a length mismatch is reported without decoding anything)
+    def used(path: Path) -> int:
+        count = _count(path, fps)
+        return count if max_frames is None else min(count, max_frames)
+
+    n_pred = used(item.pred)
+    if item.target is not None:
+        n_target = used(item.target)
+        if n_target != n_pred:
+            raise RecaptureError(
+                f"{name}: the prediction has {n_pred} frames and the target {n_target}; "
+                f"pass --max_frames {min(n_pred, n_target)} to score the first frames of each"
+            )
+    pred, rate = _read(item.pred, fps, n_pred)
+    target = None if item.target is None else _read(item.target, fps, n_pred)[0]
+    mask = None if item.mask is None else _read_mask(item.mask, fps, used(item.mask))
     if isinstance(size, tuple):
         pred = _resize(pred, size)
         target = None if target is None else _resize(target, size)
@@ -252,7 +271,7 @@ def evaluate(
             cammc; aliases vbench (the first seven VBench dimensions) and camera.
         size: None (sizes must match), 'target' (resize the prediction to the target's size) or
             WIDTHxHEIGHT such as 384x256 (resize prediction, target and mask).
-        max_frames: score only the first N frames of each video.
+        max_frames: score only the first N frames of each video (only those are decoded).
         fps: frame rate to assume, overriding the files' (frame folders otherwise count as 24 fps);
             dynamic_degree depends on it.
         camera: poses estimated from the prediction (COLMAP images.txt or folder, .json or .npy

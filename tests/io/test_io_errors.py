@@ -104,7 +104,7 @@ def test_empty_folder(tmp_path: Path) -> None:
         ({"num_frames": 0}, "num_frames=0"),
         ({"size": 0}, "size=0"),
         ({"size": (64, 0)}, "size=(64, 0)"),
-        ({"size": 64, "resize": "crop"}, "size=64"),
+        ({"size": 64, "resize": "fit"}, "resize='fit'"),  # removed: it stretched the picture
         ({"backend": "opencv"}, "backend='opencv'"),
         ({"fps": -5.0}, "fps=-5.0"),
     ],
@@ -162,3 +162,16 @@ def test_interrupted_write_leaves_no_file(tmp_path: Path, monkeypatch: pytest.Mo
         write_video(target, torch.rand(6, 3, 64, 64), fps=8)
     assert target.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["out.mp4"]
+
+
+def test_frame_size_change_mid_video(tmp_path: Path) -> None:
+    # a stream that switches resolution cannot be one clip: the frame and both sizes are named
+    from recapture.io.video import _ResizingSink
+
+    sink = _ResizingSink(3, 64, "crop", 64, tmp_path / "switch.mp4")
+    sink(0, np.zeros((32, 64, 3), np.uint8))
+    sink(1, np.zeros((32, 64, 3), np.uint8))
+    with pytest.raises(
+        RecaptureError, match=r"switch\.mp4: frame 2 of the selection is 96x48 but earlier frames are 64x32"
+    ):
+        sink(2, np.zeros((48, 96, 3), np.uint8))

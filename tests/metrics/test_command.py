@@ -143,3 +143,35 @@ def test_camera_metrics_from_pose_files(tmp_path: Path) -> None:
     assert report["mean"]["rot_err"] == pytest.approx(np.pi / 4)
     with pytest.raises(RecaptureError, match="target"):
         evaluate(tmp_path / "pred", None, tmp_path / "out", metrics="psnr", progress=False)
+
+
+def test_only_scored_frames_are_decoded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a long target, a short prediction: the length check reads headers only, and --max_frames
+    # decodes just the frames that are scored (of prediction, target and mask)
+    import recapture.io as rio
+
+    target = torch.rand(30, 3, 32, 48)
+    rio.write_video(tmp_path / "target.mp4", target, fps=10)
+    rio.write_video(tmp_path / "mask.mp4", torch.ones(30, 1, 32, 48), fps=10)
+    _write_frames(tmp_path / "pred", target[:8])
+    decoded: list[tuple[str, int]] = []
+    original = rio.read_video
+
+    def spy(path, *args, **kwargs):
+        video = original(path, *args, **kwargs)
+        decoded.append((Path(path).name, video.num_frames))
+        return video
+
+    monkeypatch.setattr(rio, "read_video", spy)
+    with pytest.raises(
+        RecaptureError, match="prediction has 8 frames and the target 30; pass --max_frames 8"
+    ):
+        evaluate(tmp_path / "pred", tmp_path / "target.mp4", tmp_path / "out", progress=False)
+    assert decoded == []
+    report = evaluate(
+        tmp_path / "pred", tmp_path / "target.mp4", tmp_path / "out", mask=tmp_path / "mask.mp4",
+        metrics="psnr", max_frames=5, progress=False,
+    )  # fmt: skip
+    assert sorted(decoded) == [("mask.mp4", 5), ("pred", 5), ("target.mp4", 5)]
+    assert np.isfinite(report["mean"]["psnr"])
+    assert report["mean"]["psnr_masked"] == pytest.approx(report["mean"]["psnr"])  # the mask is all white
