@@ -8,7 +8,15 @@ from kornia.geometry.depth import depth_to_3d_v2, unproject_meshgrid
 from kornia.geometry.linalg import transform_points
 from torch import Tensor
 
-__all__ = ["depth_to_points", "invert_rigid", "neighbor_points", "pixel_rays", "transform"]
+__all__ = [
+    "depth_to_points",
+    "depth_to_points_frames",
+    "invert_rigid",
+    "neighbor_points",
+    "pixel_rays",
+    "transform",
+    "transform_frames",
+]
 
 
 def pixel_rays(K: Tensor, size: tuple[int, int], dtype: torch.dtype | None = None) -> Tensor:
@@ -38,6 +46,57 @@ def depth_to_points(depth: Tensor, K: Tensor, rays: Tensor | None = None) -> Ten
     """
     d = depth.reshape(1, *depth.shape[-2:])
     return depth_to_3d_v2(d, K[None].to(d.dtype), xyz_grid=rays).reshape(-1, 3)
+
+
+def _needs_grad(*tensors: Tensor) -> bool:
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
+def depth_to_points_frames(depth: Tensor, rays: Tensor) -> Tensor:
+    """Lift every frame at once to homogeneous camera-frame points (``w = 1``), for :func:`transform_frames`.
+
+    The xyz part is bit-for-bit :func:`depth_to_points` of each frame; written straight into the
+    homogeneous layout (no concatenation) when no gradient is needed.
+
+    Args:
+        depth: planar depth :math:`(T, 1, H, W)`.
+        rays: :func:`pixel_rays` :math:`(1, H, W, 3)` shared by all frames, or :math:`(T, H, W, 3)`.
+
+    Returns:
+        :math:`(T, H W, 4)`, rows ``((u - cx) z / fx, (v - cy) z / fy, z, 1)`` in row-major pixel order.
+    """
+    t, hw = depth.shape[0], depth.shape[-2] * depth.shape[-1]
+    rays, z = rays.reshape(-1, hw, 3), depth.reshape(t, hw, 1)
+    if _needs_grad(depth, rays):
+        return torch.cat([rays * z, torch.ones_like(z)], -1)
+    out = torch.empty(t, hw, 4, dtype=torch.promote_types(rays.dtype, z.dtype), device=depth.device)
+    out[..., 3] = 1
+    torch.mul(rays, z, out=out[..., :3])
+    return out
+
+
+def transform_frames(poses: Tensor, points_h: Tensor) -> Tensor:
+    """Apply one rigid transform per frame to homogeneous points: :func:`transform`, frame by frame.
+
+    Each frame is the same ``(1, N, 4) x (1, 4, 4)^T`` matrix product kornia's ``transform_points``
+    computes, hence bit-for-bit its result: for a rigid pose (last row exactly ``0 0 0 1``, as
+    :func:`invert_rigid` builds) ``w`` is exactly 1 and kornia's division by it changes nothing.
+
+    Args:
+        poses: rigid transforms :math:`(T, 4, 4)`.
+        points_h: homogeneous points :math:`(T, N, 4)` with ``w = 1`` (:func:`depth_to_points_frames`).
+
+    Returns:
+        transformed points :math:`(T, N, 3)` (a view into a :math:`(T, N, 4)` buffer).
+    """
+    poses_t = poses.to(points_h.dtype).transpose(1, 2)
+    if _needs_grad(poses, points_h):
+        out = torch.cat([torch.bmm(points_h[t : t + 1], poses_t[t : t + 1]) for t in range(len(poses))])
+    else:
+        out = torch.empty_like(points_h)
+        for t in range(len(poses)):  # per frame, exactly kornia's call (a batched bmm may round differently)
+            torch.bmm(points_h[t : t + 1], poses_t[t : t + 1], out=out[t : t + 1])
+    return out[..., :3]
 
 
 def invert_rigid(pose: Tensor) -> Tensor:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Literal
 
 import torch
@@ -12,7 +14,15 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from recapture.anchor.mask import refine_mask
-from recapture.anchor.points import depth_to_points, invert_rigid, neighbor_points, pixel_rays, transform
+from recapture.anchor.points import (
+    depth_to_points,
+    depth_to_points_frames,
+    invert_rigid,
+    neighbor_points,
+    pixel_rays,
+    transform,
+    transform_frames,
+)
 from recapture.anchor.splat import splat_hard, splat_soft
 from recapture.depth.base import check_depth, check_frames
 from recapture.utils import RecaptureError
@@ -98,12 +108,44 @@ def _per_frame(k: Tensor, t: int) -> Tensor:
     return k.expand(t, 3, 3) if k.ndim == 2 else k
 
 
-def _report_empty(mask: Tensor, in_front: list[int]) -> list[int]:
+def _frame_points(
+    frames: Tensor, depth: Tensor, Ks: Tensor, t: int, rays: Tensor | None, source_mask: Tensor | None
+) -> tuple[Tensor, Tensor, float]:
+    """Frame ``t``'s source-camera points :math:`(N, 3)`, colours :math:`(N, C)` and near distance."""
+    pts = depth_to_points(depth[t], Ks[t], rays=rays)
+    col = frames[t].flatten(1).T
+    d_ok = depth[t]
+    if source_mask is not None:
+        keep = source_mask[t].reshape(-1) > 0
+        pts, col = pts[keep], col[keep]
+        d_ok = depth[t][source_mask[t] > 0]
+    near = NEAR_FRACTION * float(d_ok.detach().amax()) if d_ok.numel() else 1e-6
+    return pts, col, near
+
+
+def _splat(
+    points: Tensor,
+    colors: Tensor,
+    K: Tensor,
+    nears: list[float],
+    mode: str,
+    size: tuple[int, int],
+    footprint: int,
+    beta: float,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Splat target-camera clouds :math:`(B, N, 3)` with colours :math:`(B, N, C)`: (image, depth, mask)."""
+    if mode == "hard":
+        return splat_hard(points, colors, K, size, footprint=footprint, near=nears)
+    return splat_soft(points, colors, K, size, beta=beta, near=nears)
+
+
+def _report_empty(mask: Tensor, in_front: Callable[[int], int]) -> list[int]:
+    """Warn about (or, if all are, raise on) empty frames; ``in_front(t)``: points in front in frame t."""
     cover = mask.flatten(1).sum(1)
     empty = (cover == 0).nonzero().flatten().tolist()
     if not empty:
         return empty
-    behind = [t for t in empty if in_front[t] == 0]
+    behind = [t for t in empty if in_front(t) == 0]
     why = (
         f"every point is behind the camera in frames {behind[:10]}"
         if behind
@@ -207,32 +249,38 @@ def render_anchor(
     # one pixel-ray grid per distinct K (usually one for the whole video); not for gradients w.r.t. K
     shared_rays = pixel_rays(Ks[0], (h, w)) if bool((Ks == Ks[:1]).all()) and not Ks.requires_grad else None
 
-    outs, in_front, fused = [], [], []
-    for t in tqdm(range(t_len), desc=f"anchor ({mode})", unit="frame", disable=not progress):
-        pts = depth_to_points(depth[t], Ks[t], rays=shared_rays)
-        col = frames[t].reshape(c, -1).T
-        if source_mask is not None:
-            keep = source_mask[t].reshape(-1) > 0
-            pts, col = pts[keep], col[keep]
-        d_ok = depth[t][source_mask[t] > 0] if source_mask is not None else depth[t]
-        near = NEAR_FRACTION * float(d_ok.detach().amax()) if d_ok.numel() else 1e-6
-        if fuse_neighbors:
-            extra_p, extra_c = neighbor_points(
-                frames, depth, Ks, t, fuse_neighbors, source_c2w, source_mask, near=near
-            )
-            fused.append(int(extra_p.shape[0]))
-            pts, col = torch.cat([pts, extra_p.to(pts.dtype)]), torch.cat([col, extra_c])
-        pts = transform(w2c[t], pts)
-        in_front.append(int((pts[:, 2].detach() > near).sum()))
-        if mode == "hard":
-            outs.append(splat_hard(pts, col, Kt[t], (h, w), footprint=footprint, near=near))
-        else:
-            outs.append(splat_soft(pts, col, Kt[t], (h, w), beta=soft_beta, near=near))
-    image = torch.stack([o[0] for o in outs])
-    rdepth = torch.stack([o[1] for o in outs])
-    mask = torch.stack([o[2] for o in outs]).to(image.dtype)
+    splat = partial(_splat, mode=mode, size=(h, w), footprint=footprint, beta=soft_beta)
+    if source_mask is None and not fuse_neighbors:
+        # every frame has the same H W points: the whole clip goes through one batch of tensor ops
+        nears = [NEAR_FRACTION * d for d in depth.detach().flatten(1).amax(1).tolist()]
+        rays = shared_rays if shared_rays is not None else torch.cat([pixel_rays(k, (h, w)) for k in Ks])
+        pts = transform_frames(w2c, depth_to_points_frames(depth, rays))
+        with tqdm(total=t_len, desc=f"anchor ({mode})", unit="frame", disable=not progress) as bar:
+            image, rdepth, mask = splat(pts, frames.flatten(2).transpose(1, 2), Kt, nears)
+            bar.update(t_len)
+
+        def in_front(t: int) -> int:
+            return int((pts[t, :, 2].detach() > nears[t]).sum())
+
+    else:
+        outs, counts, fused = [], [], []
+        for t in tqdm(range(t_len), desc=f"anchor ({mode})", unit="frame", disable=not progress):
+            pts_t, col, near = _frame_points(frames, depth, Ks, t, shared_rays, source_mask)
+            if fuse_neighbors:
+                extra_p, extra_c = neighbor_points(
+                    frames, depth, Ks, t, fuse_neighbors, source_c2w, source_mask, near=near
+                )
+                fused.append(int(extra_p.shape[0]))
+                pts_t, col = torch.cat([pts_t, extra_p.to(pts_t.dtype)]), torch.cat([col, extra_c])
+            pts_t = transform(w2c[t], pts_t)
+            counts.append(int((pts_t[:, 2].detach() > near).sum()))
+            outs.append(splat(pts_t[None], col[None], Kt[t], [near]))
+        image, rdepth, mask = (torch.cat(o) for o in zip(*outs, strict=True))
+        in_front = counts.__getitem__
+    mask = mask.to(image.dtype)
     empty = _report_empty(mask, in_front)
-    image, mask, rdepth = refine_mask(image, mask, rdepth, erode=mask_erode, dilate=mask_dilate)
+    if mask_erode or mask_dilate:  # (without them the splat has already zeroed frames and depth)
+        image, mask, rdepth = refine_mask(image, mask, rdepth, erode=mask_erode, dilate=mask_dilate)
     info: dict[str, Any] = {"empty_frames": empty}
     if fuse_neighbors:
         info["fused_points"] = fused

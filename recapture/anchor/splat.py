@@ -1,17 +1,25 @@
 """Forward splatting of camera-frame point clouds into an image: hard z-buffer and soft (differentiable).
 
 Both take points already in the *target* camera frame (OpenCV: x right, y down, z forward) and the
-target intrinsics; kornia does the projection. Pixel ``(u, v)`` with integer coordinates is a pixel
-centre (kornia's convention), so a point lands in pixel ``(floor(u + 0.5), floor(v + 0.5))``.
+target intrinsics, one cloud ``(N, 3)`` or a batch of equally sized clouds ``(B, N, 3)`` (a whole
+clip in one call: the per-cloud arithmetic is identical, a batch only saves per-call overhead).
+Pixel ``(u, v)`` with integer coordinates is a pixel centre (kornia's convention), so a point lands
+in pixel ``(floor(u + 0.5), floor(v + 0.5))``.
+
+The projection reproduces kornia's ``project_points`` operation by operation (``1 / z``, times
+``x``, times ``f``, plus ``c``), so results are bit-for-bit those of the kornia call it replaces;
+``tests/anchor/test_anchor_speed_parity.py`` pins them.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
-from kornia.geometry.camera import project_points
 from torch import Tensor
+
+from recapture.utils import RecaptureError
 
 __all__ = ["SplatResult", "splat_hard", "splat_soft"]
 
@@ -21,38 +29,97 @@ FOOTPRINT_DEPTH_BIAS = 0.01
 # Soft splat: bilinear weights below this are dropped (kills float round-off leaks into neighbours,
 # e.g. u = 4.9999999 on an identity warp; such contributions are invisible anyway).
 MIN_BILINEAR_WEIGHT = 1e-4
+# Clouds are splatted a few at a time, about this many points (soft: contributions) per batch: all
+# temporaries then stay in the CPU caches and below the allocator's mmap threshold; bigger batches
+# are slower on CPU, smaller ones pay per-call overhead.
+CHUNK_POINTS = 1 << 18
+# Scatter targets get this many extra bins for invalid entries (a power of two).
+TRASH_BINS = 1024
+# kornia's projection skips the divide for |z| <= this (the point keeps a finite placeholder).
+KORNIA_Z_EPS = 1e-8
 
 
 SplatResult = tuple[Tensor, Tensor, Tensor]
-"""``(image (C, H, W), depth (1, H, W), mask (1, H, W))``; image and depth are 0 where mask is 0."""
+"""``(image (C, H, W), depth (1, H, W), mask (1, H, W))`` (a leading ``B`` for batched input);
+image and depth are 0 where mask is 0."""
 
 
-def _project(points: Tensor, K: Tensor) -> Tensor:
-    return project_points(points[None], K[None].to(points.dtype))[0]
+def _as_batch(
+    points: Tensor, colors: Tensor, K: Tensor, near: float | Sequence[float]
+) -> tuple[Tensor, Tensor, Tensor, list[float], bool]:
+    """Check shapes; return points ``(B, N, 3)``, colors ``(B, C, N)``, K ``(B, 3, 3)``, one near per cloud."""
+    batched = points.ndim == 3
+    if points.ndim not in (2, 3) or points.shape[-1] != 3:
+        raise RecaptureError(f"points must be (N, 3) or (B, N, 3), got {tuple(points.shape)}")
+    if colors.ndim != points.ndim or colors.shape[:-1] != points.shape[:-1]:
+        raise RecaptureError(
+            f"colors must be (..., N, C) matching points {tuple(points.shape)}, got {tuple(colors.shape)}"
+        )
+    if not batched:
+        points, colors = points[None], colors[None]
+    b = points.shape[0]
+    if K.shape[-2:] != (3, 3) or K.ndim not in (2, 3) or (K.ndim == 3 and K.shape[0] != b):
+        raise RecaptureError(f"K must be (3, 3) or ({b}, 3, 3), got {tuple(K.shape)}")
+    nears = [float(near)] * b if isinstance(near, (int, float)) else [float(x) for x in near]
+    if len(nears) != b:
+        raise RecaptureError(f"near must be a number or one per cloud ({b}), got {len(nears)} values")
+    return points, colors.transpose(1, 2), K.expand(b, 3, 3).to(points.dtype), nears, batched
+
+
+def _trash(m: int, start: int, device: torch.device) -> Tensor:
+    """Trash-bin index for each of ``m`` entries: ``start + (i mod TRASH_BINS)``, :math:`(m,)`.
+
+    Spreading the discarded entries over many bins instead of one keeps a scatter from turning
+    into a chain of dependent read-modify-writes on a single address (2x slower scatters).
+    """
+    return torch.arange(m, device=device).bitwise_and_(TRASH_BINS - 1).add_(start)
+
+
+def _pixel_coords(xyz: Tensor, K: Tensor, guard: bool) -> tuple[Tensor, Tensor]:
+    """Sub-pixel ``(u, v)`` of points ``xyz`` :math:`(B, 3, N)`, each :math:`(B, N)`, exactly as kornia's
+    ``project_points`` rounds them.
+
+    ``guard`` keeps kornia's rule for ``|z| <= 1e-8`` (scale 1 instead of ``1 / z``); callers may
+    drop it when no such point can be kept (``near >= 1e-8``) and no gradient flows.
+    """
+    x, y, z = xyz.unbind(1)
+    if guard:
+        far = z.abs() > KORNIA_Z_EPS
+        scale = torch.where(far, torch.where(far, z, 1.0).reciprocal(), 1.0)
+    else:
+        scale = z.reciprocal()
+    u = scale * x * K[:, 0, 0, None] + K[:, 0, 2, None]
+    v = scale * y * K[:, 1, 1, None] + K[:, 1, 2, None]
+    return u, v
 
 
 def _footprint_min(grid: Tensor, r: int, bias: float, idx_bits: int, levels: int, empty: int) -> Tensor:
     """Grow each pixel's winning key over its (2r+1)^2 neighbourhood at a depth handicap.
 
     Splatting every point to a k x k block and keeping the minimum key per pixel equals taking,
-    per pixel, the minimum over its neighbourhood of the single-pixel z-buffer (neighbours'
-    keys with their depth part scaled by ``bias``): 8 shifted minimums instead of a 9x larger
-    scatter.
+    per pixel, the minimum of its own z-buffer key and its neighbours' keys with their depth part
+    scaled by ``bias``. The neighbourhood minimum is separable (rows, then columns): 4r shifted
+    minimums instead of (2r+1)^2 - 1. Including the pixel's own handicapped key in that box is
+    harmless: the depth part was quantised against ``bias`` times the farthest depth, so it is at
+    most ``levels / bias`` and its handicapped copy never drops below the key itself.
+
+    Args:
+        grid: z-buffer keys :math:`(B, H, W)` int64, ``empty`` where no point landed.
+
+    Returns:
+        :math:`(B, H, W)` keys.
     """
-    h, w = grid.shape
     hit = grid != empty
     zq = ((grid >> idx_bits).double() * bias).clamp_(max=levels).long()
     biased = torch.where(hit, (zq << idx_bits) | (grid & ((1 << idx_bits) - 1)), empty)
-    out = grid.clone()
-    for dy in range(-r, r + 1):
-        for dx in range(-r, r + 1):
-            if not (dy or dx):
-                continue
-            # the point in pixel (y - dy, x - dx) covers pixel (y, x)
-            dst = out[max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)]
-            src = biased[max(-dy, 0) : h + min(-dy, 0), max(-dx, 0) : w + min(-dx, 0)]
-            torch.minimum(dst, src, out=dst)
-    return out
+    for dim in (-1, -2):
+        src, size = biased, biased.shape[dim]
+        biased = src.clone()
+        for d in range(1, min(r, size - 1) + 1):
+            lo, hi = biased.narrow(dim, d, size - d), biased.narrow(dim, 0, size - d)
+            torch.minimum(lo, src.narrow(dim, 0, size - d), out=lo)
+            torch.minimum(hi, src.narrow(dim, d, size - d), out=hi)
+    return torch.minimum(grid, biased, out=biased)
 
 
 def splat_hard(
@@ -61,64 +128,101 @@ def splat_hard(
     K: Tensor,
     size: tuple[int, int],
     footprint: int = 1,
-    near: float = 1e-6,
+    near: float | Sequence[float] = 1e-6,
 ) -> SplatResult:
     """Z-buffer splat: every pixel takes the colour of the nearest point that lands in it.
 
     Deterministic: each point gets a 63-bit key ``(quantised depth, point index)`` and
     ``scatter_reduce("amin")`` keeps the smallest key per pixel, so ties go to the lower index
-    whatever the thread schedule. Not differentiable (use :func:`splat_soft` for gradients). With ``footprint=k > 1`` every point also covers its ``k x k``
-    neighbourhood (at a 1% depth handicap), so surfaces seen at a slant do not break into pinholes
-    through which the background shows; ``footprint=1`` is exact nearest-pixel splatting.
+    whatever the thread schedule. Not differentiable w.r.t. geometry (use :func:`splat_soft`);
+    gradients reach ``colors`` and the rendered depth's ``z``. With ``footprint=k > 1`` every point
+    also covers its ``k x k`` neighbourhood (at a 1% depth handicap), so surfaces seen at a slant do
+    not break into pinholes through which the background shows; ``footprint=1`` is exact
+    nearest-pixel splatting.
 
     Args:
-        points: target-camera points :math:`(N, 3)`.
-        colors: per-point values :math:`(N, C)`.
-        K: target intrinsics :math:`(3, 3)` in pixels.
+        points: target-camera points :math:`(N, 3)`, or :math:`(B, N, 3)` for B clouds.
+        colors: per-point values :math:`(N, C)` (or :math:`(B, N, C)`); the fastest layout is a
+            transposed view of :math:`(B, C, N)` memory, e.g. ``frames.flatten(2).transpose(1, 2)``.
+        K: target intrinsics :math:`(3, 3)` or :math:`(B, 3, 3)` in pixels.
         size: output ``(H, W)``.
         footprint: odd splat size in pixels (1, 3, 5, ...).
-        near: points with ``z <= near`` (behind or at the camera) are dropped.
+        near: points with ``z <= near`` (behind or at the camera) are dropped; one per cloud or a
+            number for all.
 
     Returns:
-        ``(image (C, H, W), depth (1, H, W), mask (1, H, W))``; 0 where nothing landed.
+        ``(image (C, H, W), depth (1, H, W), mask (1, H, W))``, with a leading ``B`` for batched
+        input; 0 where nothing landed.
     """
-    h, w = size
-    n, c = colors.shape
-    hw = h * w
-    z = points[:, 2]
-    front = z > near
-    if not bool(front.any()):
-        zeros = points.new_zeros(1, h, w)
-        return colors.new_zeros(c, h, w), zeros, zeros.clone()
-    uv = _project(points, K)
-    ui = torch.floor(uv[:, 0] + 0.5).long()
-    vi = torch.floor(uv[:, 1] + 0.5).long()
+    pts, cols, Kb, nears, batched = _as_batch(points, colors, K, near)
+    step = max(1, CHUNK_POINTS // max(1, pts.shape[1]))
+    parts = [
+        _hard_chunk(
+            pts[i : i + step], cols[i : i + step], Kb[i : i + step], size, footprint, nears[i : i + step]
+        )
+        for i in range(0, pts.shape[0], step)
+    ]
+    image, depth, mask = (torch.cat(p) if len(parts) > 1 else p[0] for p in zip(*parts, strict=True))
+    return (image, depth, mask) if batched else (image[0], depth[0], mask[0])
 
-    # Keys: quantised depth in the high bits, point index in the low bits; invalid points go to a
-    # trash bin at index h*w (no boolean indexing on the hot path).
+
+def _hard_chunk(
+    pts: Tensor, cols: Tensor, Kb: Tensor, size: tuple[int, int], footprint: int, nears: list[float]
+) -> SplatResult:
+    """:func:`splat_hard` of a few clouds: points :math:`(B, N, 3)`, colours :math:`(B, C, N)`."""
+    b, n, _ = pts.shape
+    c = cols.shape[1]
+    h, w = size
+    hw = h * w
+    dev, dt = pts.device, pts.dtype
+    xyz = pts.transpose(1, 2).contiguous()  # planar (B, 3, N): every later pass reads contiguous rows
+    z = xyz[:, 2]
+    zd = z.detach()
+    near_t = torch.tensor(nears, dtype=dt, device=dev)
+    # the farthest point is in front iff any is; then it is also the farthest point in front
+    zmax = zd.amax(1)
+    if bool(zmax.isnan().any()):
+        zmax = torch.where(zd > near_t[:, None], zd, 0).amax(1)
+    lit = zmax > near_t
+
+    # Keys: quantised depth in the high bits, point index in the low bits; invalid points go to
+    # trash bins after the h*w pixels (no boolean indexing on the hot path). `empty` is above every key
+    # (depth levels can round up to 2^(62 - idx_bits)) and has zero index bits, so `key & idx_mask`
+    # gives point 0 for empty pixels without a select.
     idx_bits = max(1, math.ceil(math.log2(n + 1)))
     idx_mask = (1 << idx_bits) - 1
     depth_levels = (1 << (62 - idx_bits)) - 1
+    empty = (1 << 63) - (1 << idx_bits)
     r = footprint // 2
     bias = 1.0 + FOOTPRINT_DEPTH_BIAS
-    z_max = float(torch.where(front, z, 0).max()) * (bias if r else 1.0)
-    ok = front & (ui >= 0) & (ui < w) & (vi >= 0) & (vi < h)
-    pix = torch.where(ok, vi * w + ui, hw)
-    zq = (z.detach() * (depth_levels / z_max)).clamp_(0, depth_levels).long()
-    key = (zq << idx_bits) | torch.arange(n, device=points.device)
-    empty = torch.iinfo(torch.int64).max
-    buf = torch.full((hw + 1,), empty, dtype=torch.int64, device=points.device)
-    buf.scatter_reduce_(0, pix, key, reduce="amin", include_self=True)
-    buf = buf[:hw]
+    scales = [
+        depth_levels / (zm * (bias if r else 1.0)) if on else 0.0
+        for zm, on in zip(zmax.tolist(), lit.tolist(), strict=True)
+    ]
+    u, v = _pixel_coords(xyz.detach(), Kb.detach(), guard=min(nears) < KORNIA_Z_EPS)
+    u.add_(0.5)
+    v.add_(0.5)
+    # floor(u) in [0, w)  <=>  u in [0, w); there the truncating cast equals floor
+    ok = (zd > near_t[:, None]) & (u >= 0) & (u < w) & (v >= 0) & (v < h)
+    pix = v.long().mul_(w).add_(u.long())
+    pix = torch.where(ok, pix, _trash(n, hw, dev))
+    key = (zd * torch.tensor(scales, dtype=dt, device=dev)[:, None]).clamp_(0, depth_levels).long()
+    key.bitwise_left_shift_(idx_bits).bitwise_or_(torch.arange(n, device=dev))
+    buf = torch.full((b, hw + TRASH_BINS), empty, dtype=torch.int64, device=dev)
+    buf.scatter_reduce_(1, pix, key, reduce="amin", include_self=True)
+    grid = buf[:, :hw]
     if r:
-        buf = _footprint_min(buf.view(h, w), r, bias, idx_bits, depth_levels, empty).view(-1)
-    hit = buf != empty
-    winner = torch.where(hit, buf & idx_mask, 0)
-    mask = hit.to(points.dtype)
-    # gather from a (C, N) layout: frames give exactly that, and it is much faster than rows of (N, C)
-    image = colors.T.contiguous().index_select(1, winner) * mask.to(colors.dtype)
-    depth = z.index_select(0, winner) * mask
-    return image.reshape(c, h, w), depth.view(1, h, w), mask.view(1, h, w)
+        grid = _footprint_min(grid.unflatten(1, (h, w)), r, bias, idx_bits, depth_levels, empty).flatten(1)
+    hit = grid != empty
+    winner = grid & idx_mask
+    mask = hit.to(dt)
+    image = cols.gather(2, winner[:, None].expand(b, c, hw)) * mask.to(cols.dtype)[:, None]
+    depth = z.gather(1, winner) * mask
+    image, depth, mask = image.view(b, c, h, w), depth.view(b, 1, h, w), mask.view(b, 1, h, w)
+    if not bool(lit.all()):  # no point in front at all: plain zeros, as for an empty cloud
+        off = ~lit[:, None, None, None]
+        image, depth, mask = image.masked_fill(off, 0), depth.masked_fill(off, 0), mask.masked_fill(off, 0)
+    return image, depth, mask
 
 
 def splat_soft(
@@ -127,70 +231,135 @@ def splat_soft(
     K: Tensor,
     size: tuple[int, int],
     beta: float = 50.0,
-    near: float = 1e-6,
+    near: float | Sequence[float] = 1e-6,
     min_weight: float = 0.5,
 ) -> SplatResult:
     """Differentiable softmax splatting: bilinear weights times a depth-dependent softmax weight.
 
     Each point spreads over its 4 surrounding pixels with bilinear weights ``b``; a pixel's colour
     is ``sum(b exp(-beta z / z_ref) c) / sum(b exp(-beta z / z_ref))`` (``z_ref``: the mean point
-    depth, so ``beta`` is scale-free: a surface 10% behind another gets ``exp(-0.1 beta)`` of the
-    weight). The softmax is evaluated stably with a per-pixel max shift (which cancels exactly, so
-    it carries no gradient). The output is differentiable w.r.t. colours, point positions (hence
-    depth and camera pose) and K. The mask is ``sum(b) >= min_weight`` (not differentiable).
+    depth of the cloud, so ``beta`` is scale-free: a surface 10% behind another gets
+    ``exp(-0.1 beta)`` of the weight). The softmax is evaluated stably with a per-pixel max shift
+    (which cancels exactly, so it carries no gradient). The output is differentiable w.r.t.
+    colours, point positions (hence depth and camera pose) and K. The mask is
+    ``sum(b) >= min_weight`` (not differentiable).
 
     Args:
-        points: target-camera points :math:`(N, 3)`.
-        colors: per-point values :math:`(N, C)`.
-        K: target intrinsics :math:`(3, 3)`.
+        points: target-camera points :math:`(N, 3)`, or :math:`(B, N, 3)` for B clouds.
+        colors: per-point values :math:`(N, C)` (or :math:`(B, N, C)`).
+        K: target intrinsics :math:`(3, 3)` or :math:`(B, 3, 3)`.
         size: output ``(H, W)``.
         beta: depth sharpness (larger: closer to a hard z-buffer).
-        near: points with ``z <= near`` are dropped.
+        near: points with ``z <= near`` are dropped; one per cloud or a number for all.
         min_weight: total bilinear weight a pixel needs to count as covered.
 
     Returns:
-        ``(image (C, H, W), depth (1, H, W), mask (1, H, W))``; 0 where the mask is 0.
+        ``(image (C, H, W), depth (1, H, W), mask (1, H, W))``, with a leading ``B`` for batched
+        input; 0 where the mask is 0.
     """
+    pts, cols, Kb, nears, batched = _as_batch(points, colors, K, near)
+    step = max(1, CHUNK_POINTS // (4 * max(1, pts.shape[1])))
+    parts = [
+        _soft_chunk(
+            pts[i : i + step],
+            cols[i : i + step],
+            Kb[i : i + step],
+            size,
+            beta,
+            nears[i : i + step],
+            min_weight,
+        )
+        for i in range(0, pts.shape[0], step)
+    ]
+    image, depth, mask = (torch.cat(p) if len(parts) > 1 else p[0] for p in zip(*parts, strict=True))
+    return (image, depth, mask) if batched else (image[0], depth[0], mask[0])
+
+
+def _softmax_weights(log_b: Tensor, zz: Tensor, pix: Tensor, bins: int, nonneg: bool) -> Tensor:
+    """``exp(logw - max of logw in its bin)`` for ``logw = log_b - zz``: :math:`(B, 4 N)`.
+
+    With ``nonneg`` (``beta >= 0`` and ``near >= 0``: ``zz >= 0`` wherever a point counts) it works
+    on ``-logw = zz - log_b >= 0``, whose float bits order like integers, so the per-bin extreme is
+    an integer ``scatter_reduce`` (several times faster than the NaN-aware float one). IEEE
+    subtraction is exactly antisymmetric, so ``min(-logw) - (-logw)`` has the bits of
+    ``logw - max(logw)``. Trash entries only need a finite weight: their ``zz`` is clamped at 0.
+
+    Args:
+        log_b: log bilinear weights :math:`(B, 4, N)`.
+        zz: ``beta z / z_ref`` :math:`(B, N)`.
+        pix: bin of every entry in its cloud's row :math:`(B, 4 N)`.
+        bins: bins per row.
+        nonneg: whether the integer path applies.
+    """
+    b = pix.shape[0]
+    if not nonneg:
+        logw = (log_b - zz[:, None]).view(b, -1)
+        shift = torch.full((b, bins), -torch.inf, dtype=logw.dtype, device=logw.device)
+        shift.scatter_reduce_(1, pix, logw.detach(), reduce="amax", include_self=True)
+        return torch.exp(logw - shift.gather(1, pix))
+    neg = (zz.clamp_min(0)[:, None] - log_b).view(b, -1)
+    itype = {2: torch.int16, 4: torch.int32, 8: torch.int64}[neg.element_size()]
+    low = torch.full((b, bins), torch.iinfo(itype).max, dtype=itype, device=neg.device)
+    low.scatter_reduce_(1, pix, neg.detach().view(itype), reduce="amin", include_self=True)
+    return torch.exp(low.gather(1, pix).view(neg.dtype) - neg)
+
+
+def _soft_chunk(
+    pts: Tensor,
+    cols: Tensor,
+    Kb: Tensor,
+    size: tuple[int, int],
+    beta: float,
+    nears: list[float],
+    min_weight: float,
+) -> SplatResult:
+    """:func:`splat_soft` of a few clouds: points :math:`(B, N, 3)`, colours :math:`(B, C, N)`."""
+    b, n, _ = pts.shape
+    c = cols.shape[1]
     h, w = size
     hw = h * w
-    c = colors.shape[1]
-    dev, dt = points.device, points.dtype
-    z = points[:, 2]
-    front = z > near
-    count = front.sum()
-    z_ref = (torch.where(front, z, 0).sum() / count.clamp_min(1)).clamp_min(near)
-    uv = _project(points, K)
-    u0, v0 = torch.floor(uv[:, 0].detach()), torch.floor(uv[:, 1].detach())
-    fu, fv = uv[:, 0] - u0, uv[:, 1] - v0
-    u0, v0 = u0.long(), v0.long()
-    # Invalid contributions (behind the camera, off-image, negligible weight) go to a trash bin at
-    # index h*w with a placeholder weight of 1 (finite log, zero gradient): no boolean indexing.
-    pix_l, b_l = [], []
-    for du, dv, b in (
-        (0, 0, (1 - fu) * (1 - fv)),
-        (1, 0, fu * (1 - fv)),
-        (0, 1, (1 - fu) * fv),
-        (1, 1, fu * fv),
-    ):
-        uu, vv = u0 + du, v0 + dv
-        ok = front & (uu >= 0) & (uu < w) & (vv >= 0) & (vv < h) & (b.detach() > MIN_BILINEAR_WEIGHT)
-        pix_l.append(torch.where(ok, vv * w + uu, hw))
-        b_l.append(torch.where(ok, b, torch.ones_like(b)))
-    pix, b = torch.cat(pix_l), torch.cat(b_l)
-    z4 = z.repeat(4)
-    logw = torch.log(b) - beta * z4 / z_ref
-    shift = torch.full((hw + 1,), -torch.inf, dtype=dt, device=dev)
-    shift.scatter_reduce_(0, pix, logw.detach(), reduce="amax", include_self=True)
-    wgt = torch.exp(logw - shift[pix])
-    den = torch.zeros(hw + 1, dtype=dt, device=dev).index_add(0, pix, wgt)[:hw]
-    col4 = colors.T.repeat(1, 4)  # (C, 4N): per-channel rows make index_add along dim 1 cheap
-    num = torch.zeros(c, hw + 1, dtype=colors.dtype, device=dev).index_add(
-        1, pix, col4 * wgt.to(colors.dtype)
-    )
-    zs = torch.zeros(hw + 1, dtype=dt, device=dev).index_add(0, pix, wgt * z4)[:hw]
-    cover = torch.zeros(hw + 1, dtype=dt, device=dev).index_add(0, pix, b.detach())[:hw]
+    dev, dt = pts.device, pts.dtype
+    xyz = pts.transpose(1, 2).contiguous()  # planar (B, 3, N): every later pass reads contiguous rows
+    z = xyz[:, 2]
+    near_t = torch.tensor(nears, dtype=dt, device=dev)[:, None]
+    front = z > near_t
+    count = front.sum(1, keepdim=True)
+    # one sum per cloud: a batched reduction could associate the float additions differently
+    zsum = torch.stack([zf.sum() for zf in torch.where(front, z, 0)])[:, None]
+    z_ref = (zsum / count.clamp_min(1)).clamp_min(near_t)
+    # kornia's |z| <= 1e-8 rule only matters for points that count (a tiny near) and for gradients
+    grad = torch.is_grad_enabled() and (pts.requires_grad or Kb.requires_grad)
+    u, v = _pixel_coords(xyz, Kb, guard=grad or min(nears) < KORNIA_Z_EPS)
+    u0, v0 = torch.floor(u.detach()), torch.floor(v.detach())
+    fu, fv = u - u0, v - v0
+    # corners in the order (du, dv) = (0, 0), (1, 0), (0, 1), (1, 1): (B, 4, N)
+    bu, bv = torch.stack([1 - fu, fu], 1), torch.stack([1 - fv, fv], 1)
+    wts = (bv[:, :, None] * bu[:, None]).reshape(b, 4, n)
+    ok_u = torch.stack([(u0 >= 0) & (u0 < w), (u0 >= -1) & (u0 < w - 1)], 1) & front[:, None]
+    ok_v = torch.stack([(v0 >= 0) & (v0 < h), (v0 >= -1) & (v0 < h - 1)], 1)
+    ok = (ok_v[:, :, None] & ok_u[:, None]).reshape(b, 4, n) & (wts.detach() > MIN_BILINEAR_WEIGHT)
+    # One row of H W pixel bins per cloud, scattered along the row (clouds in parallel threads);
+    # per bin the additions keep the point order. Invalid contributions (behind the camera,
+    # off-image, negligible weight) go to trash bins after the pixels with a placeholder weight of
+    # 1 (finite log, zero gradient).
+    corner = torch.tensor([0, 1, w, w + 1], device=dev)[:, None]
+    pix = torch.where(ok, (v0.long() * w + u0.long())[:, None] + corner, _trash(n, hw, dev)).view(b, 4 * n)
+    wts = torch.where(ok, wts, 1.0)
+    nonneg = math.copysign(1.0, beta) > 0 and min(nears) >= 0
+    wgt = _softmax_weights(torch.log(wts), beta * z / z_ref, pix, hw + TRASH_BINS, nonneg)
+
+    def bins(values: Tensor) -> Tensor:
+        # scatter_add adds in index order along a row, as index_add does (same bits), and is faster
+        sums = torch.zeros(b, hw + TRASH_BINS, dtype=values.dtype, device=dev)
+        return sums.scatter_add_(1, pix, values.reshape(b, 4 * n))[:, :hw]
+
+    den = bins(wgt)
+    wgt_c = wgt.view(b, 4, n).to(cols.dtype)
+    num = torch.stack([bins(cols[:, ch, None] * wgt_c) for ch in range(c)], 1)
+    zs = bins(wgt.view(b, 4, n) * z[:, None])
+    cover = bins(wts.detach())
     mask = (cover >= min_weight).to(dt)
     safe = torch.where(mask > 0, den, torch.ones_like(den))
-    image = num[:, :hw] / safe.to(colors.dtype) * mask.to(colors.dtype)
+    image = num / safe.to(cols.dtype)[:, None] * mask.to(cols.dtype)[:, None]
     depth = zs / safe * mask
-    return image.reshape(c, h, w), depth.view(1, h, w), mask.view(1, h, w)
+    return image.view(b, c, h, w), depth.view(b, 1, h, w), mask.view(b, 1, h, w)
