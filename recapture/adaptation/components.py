@@ -150,6 +150,17 @@ class SVDComponents:
         """Pixels per latent along each axis (8 for SVD)."""
         return 2 ** (len(self.vae.config.block_out_channels) - 1)
 
+    def placed(
+        self, device: torch.device | str, parts: tuple[str, ...] = ("unet", "vae", "image_encoder")
+    ) -> contextlib.AbstractContextManager[torch.device]:
+        """Context manager: ``parts`` on ``device`` inside the block, back where they were after.
+
+        The one way stages place models (see :mod:`recapture.adaptation.placement`).
+        """
+        from recapture.adaptation.placement import placed
+
+        return placed([getattr(self, p) for p in parts], device)
+
     def to_pipeline(self) -> StableVideoDiffusionPipeline:
         """The stock diffusers :class:`StableVideoDiffusionPipeline` over these parts (shared, not copied)."""
         feature_extractor = self.feature_extractor or _default_feature_extractor()
@@ -171,6 +182,8 @@ class ComponentsConfig:
             local directory in ``save_pretrained`` layout. Ignored when ``tiny`` is set.
         variant: weights variant to try first (``fp16``); falls back to the default files.
         dtype: weights dtype (``float32``, ``float16``, ``bfloat16``); training uses autocast on top.
+            On a CPU, float16 is loaded as bfloat16 under bf16 trainer precision, else as float32
+            (float16 CPU kernels are very slow and fail under autocast).
         tiny: build the tiny random set from config instead (tests, offline demo).
         tiny_seed: seed of the tiny random weights.
         num_frames: default clip length; None infers it (25 for ``-xt`` names, else 14).
@@ -266,21 +279,111 @@ def _unit_std_scaling(vae: AutoencoderKLTemporalDecoder) -> float:
     return float(1.0 / latents.std().clamp_min(1e-6))
 
 
-def load_components(config: ComponentsConfig) -> SVDComponents:
+def weights_dtype(
+    name: str, device: torch.device | str | None = None, precision: str | int | None = None
+) -> torch.dtype:
+    """The dtype the weights are loaded in: ``name``, except float16 on a CPU.
+
+    float16 kernels on a CPU are ~100x slower than bfloat16 (or float32) ones and float16 weights
+    fail under CPU autocast (``group_norm``), so on a CPU float16 becomes bfloat16 when the trainer
+    runs in bf16 precision (``bf16-mixed``, ``bf16-true``) and float32 otherwise, with one log line.
+
+    Args:
+        name: ``float32``, ``float16`` or ``bfloat16``.
+        device: where the weights will run (None: no adjustment).
+        precision: the Lightning trainer precision (``"bf16-mixed"``, ``"32-true"``, ...), if any.
+
+    Raises:
+        RecaptureError: an unknown dtype name.
+    """
+    if name not in _DTYPES:
+        raise RecaptureError(f"unknown dtype {name!r}; use one of {sorted(_DTYPES)}")
+    dtype = _DTYPES[name]
+    if dtype != torch.float16 or device is None or torch.device(device).type != "cpu":
+        return dtype
+    adjusted = torch.bfloat16 if str(precision or "").startswith("bf16") else torch.float32
+    log.info(
+        "weights: float16 is slow on a CPU and fails under CPU autocast: loading them as %s instead%s",
+        str(adjusted).removeprefix("torch."),
+        f" (trainer precision {precision})" if adjusted == torch.bfloat16 else "",
+    )
+    return adjusted
+
+
+# What a pipeline directory must hold, and what to fetch of a hub repository (never the root
+# ``svd*.safetensors`` checkpoints of the original release, which are as large as the parts).
+_REQUIRED = ("model_index.json", "unet/config.json", "vae/config.json", "image_encoder/config.json",
+             "scheduler/scheduler_config.json")
+_PARTS = ("unet", "vae", "image_encoder")
+_DEFAULT_WEIGHTS = ("diffusion_pytorch_model.safetensors", "model.safetensors")
+
+
+def _hub_patterns(variant: str | None, parts: tuple[str, ...] = _PARTS) -> list[str]:
+    configs = ["model_index.json", "*/config.json", "*/*_config.json"]
+    if variant:
+        return configs + [f"{p}/*.{variant}.safetensors" for p in parts]
+    return configs + [f"{p}/{w}" for p in parts for w in _DEFAULT_WEIGHTS]
+
+
+def _has_weights(part_dir: Path, variant: str | None) -> bool:
+    if not part_dir.is_dir():
+        return False
+    names = [f.name for f in part_dir.iterdir()]
+    if variant:
+        return any(f".{variant}." in n for n in names)
+    return any(n.endswith((".safetensors", ".bin")) and n.count(".") == 1 for n in names)  # no variant infix
+
+
+def resolve_components(config: ComponentsConfig) -> Path:
+    """Resolve ``config.pretrained`` to a local pipeline directory before any heavy work.
+
+    A local directory is checked; a hub id is taken from the Hugging Face cache or downloaded
+    (configs and the ``variant`` weights, falling back to the default weights for parts without
+    that variant). Loading afterwards makes no hub calls.
+
+    Returns:
+        the directory (``model_index.json``, ``unet/``, ``vae/``, ``image_encoder/``, ``scheduler/``).
+
+    Raises:
+        RecaptureError: empty source, missing directory, or weights neither cached nor downloadable
+            (one line naming the model and how to get it).
+    """
+    from recapture.hub import looks_like_hub_id, resolve_model
+
+    if not config.pretrained:
+        raise RecaptureError(
+            "model.components.pretrained is empty; give a hub id or a local directory, or set tiny: true"
+        )
+    fix = "or set model.components.pretrained to a local directory (save_pretrained layout)"
+    if not looks_like_hub_id(config.pretrained) or Path(config.pretrained).expanduser().is_dir():
+        return resolve_model(config.pretrained, "SVD weights", required=_REQUIRED, fix=fix)
+    root = resolve_model(config.pretrained, "SVD weights", _hub_patterns(config.variant), _REQUIRED, fix)
+    missing = tuple(p for p in _PARTS if not _has_weights(root / p, config.variant))
+    if missing and config.variant:  # the repo lacks that variant for some parts: fetch their default weights
+        log.info("SVD weights %s: no %r variant for %s; using the default weights", config.pretrained,
+                 config.variant, ", ".join(missing))
+        root = resolve_model(config.pretrained, "SVD weights", _hub_patterns(None, missing), _REQUIRED, fix)
+    return root
+
+
+def load_components(
+    config: ComponentsConfig, device: torch.device | str | None = None, precision: str | int | None = None
+) -> SVDComponents:
     """Load the SVD parts described by ``config`` (or build the tiny set when ``config.tiny``).
 
     Args:
         config: source, variant and dtype.
+        device: where the parts will run; on a CPU float16 weights are loaded as bfloat16/float32
+            (see :func:`weights_dtype`). The parts are returned on the CPU either way.
+        precision: the trainer precision, for that choice.
 
     Returns:
         the components, in eval mode, on the CPU.
 
     Raises:
-        RecaptureError: unknown dtype, missing local directory, or weights not reachable offline.
+        RecaptureError: unknown dtype, missing local directory, or weights not reachable.
     """
-    if config.dtype not in _DTYPES:
-        raise RecaptureError(f"unknown dtype {config.dtype!r}; use one of {sorted(_DTYPES)}")
-    dtype = _DTYPES[config.dtype]
+    dtype = weights_dtype(config.dtype, device, precision)
     if config.tiny:
         parts = build_tiny_components(config.tiny_seed)
         with _quiet_dtype_cast_warning():
@@ -289,11 +392,7 @@ def load_components(config: ComponentsConfig) -> SVDComponents:
         if config.num_frames is not None:
             parts.num_frames_default = config.num_frames
         return parts
-    if not config.pretrained:
-        raise RecaptureError(
-            "ComponentsConfig.pretrained is empty; give a hub id or a local directory, or set tiny=True"
-        )
-    source = _resolve_source(config.pretrained)
+    source = str(resolve_components(config))
 
     def load(part: str, loader: Any, **kwargs: Any) -> Any:
         return _load_part(source, part, loader, config.variant, **kwargs)
@@ -301,9 +400,8 @@ def load_components(config: ComponentsConfig) -> SVDComponents:
     unet = load("unet", PeftUNetSpatioTemporalConditionModel.from_pretrained, torch_dtype=dtype)
     vae = load("vae", AutoencoderKLTemporalDecoder.from_pretrained, torch_dtype=dtype)
     image_encoder = load("image_encoder", CLIPVisionModelWithProjection.from_pretrained, dtype=dtype)
-    scheduler = _wrap_hub_error(
-        source, "scheduler", EulerDiscreteScheduler.from_pretrained, source, subfolder="scheduler"
-    )
+    scheduler = _wrap_load_error(source, "scheduler", EulerDiscreteScheduler.from_pretrained, source,
+                                 subfolder="scheduler")
     try:
         feature_extractor = CLIPImageProcessorPil.from_pretrained(source, subfolder="feature_extractor")
     except OSError:
@@ -316,46 +414,24 @@ def load_components(config: ComponentsConfig) -> SVDComponents:
     return SVDComponents(unet, vae, image_encoder, scheduler, feature_extractor, num_frames)
 
 
-def _resolve_source(pretrained: str) -> str:
-    path = Path(pretrained).expanduser()
-    if path.is_dir():
-        return str(path)
-    looks_local = pretrained.startswith(("/", ".", "~")) or pretrained.count("/") != 1 or "\\" in pretrained
-    if path.exists() or looks_local:
-        raise RecaptureError(
-            f"SVD weights directory {pretrained!r} does not exist (or is not a directory); pass a directory "
-            "in save_pretrained layout (unet/, vae/, image_encoder/, scheduler/) or a hub id such as "
-            "'stabilityai/stable-video-diffusion-img2vid'"
-        )
-    return pretrained
-
-
-def _wrap_hub_error(source: str, part: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+def _wrap_load_error(source: str, part: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
     try:
         return fn(*args, **kwargs)
-    except OSError as err:
-        offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in {"1", "true", "yes"}
-        hint = (
-            "HF_HUB_OFFLINE is set and it is not in the local cache: download it first or pass a local directory"
-            if offline
-            else "check the hub id, your network and access rights, or pass a local directory"
-        )
+    except (OSError, ValueError) as err:
         raise RecaptureError(
-            f"could not load {part!r} of {source!r}: {err.__class__.__name__}: {err}; {hint}"
+            f"could not load {part!r} of the SVD weights in {source}: {err.__class__.__name__}: {err}; the "
+            "directory is incomplete or corrupt: download it again or pass another directory"
         ) from err
 
 
 def _load_part(source: str, part: str, loader: Any, variant: str | None, **kwargs: Any) -> Any:
     local = Path(source) / part
-    if variant and local.is_dir() and not any(f".{variant}." in f.name for f in local.iterdir()):
+    if variant and not _has_weights(local, variant):
         log.info("no %r variant in %s; loading the default weights", variant, local)
         variant = None
     if variant:
-        try:
-            return loader(source, subfolder=part, variant=variant, **kwargs)
-        except (OSError, ValueError) as err:
-            log.info("no %r variant of %s/%s (%s); loading the default weights", variant, source, part, err)
-    return _wrap_hub_error(source, part, loader, source, subfolder=part, **kwargs)
+        kwargs["variant"] = variant
+    return _wrap_load_error(source, part, loader, source, subfolder=part, local_files_only=True, **kwargs)
 
 
 def save_components(components: SVDComponents, path: str | os.PathLike) -> Path:

@@ -4,9 +4,10 @@ Two named PEFT adapters live on one SVD UNet:
 
 * ``spatial``: the spatial self-attention projections (``...attentions.J.transformer_blocks.K.attn1``);
   trained on augmented single source frames with the temporal bypass (appearance of the video).
-* ``temporal``: the temporal self-attention projections
-  (``...temporal_transformer_blocks.K.attn1``, optionally ``attn2`` too); trained on the masked
-  anchor clip (motion / camera dynamics) while ``spatial`` stays active but frozen.
+* ``temporal``: the linear layers of the temporal transformer blocks, as in the paper (attention
+  ``attn1``/``attn2`` projections and the feed-forward layers ``ff_in``/``ff``, in
+  ``...temporal_transformer_blocks.K``; narrower sets by option); trained on the masked anchor clip
+  (motion / camera dynamics) while ``spatial`` stays active but frozen.
 
 Adding a second PEFT adapter activates only that one; :func:`add_recapture_adapters` activates both
 and verifies it. Files are the standard diffusers ``pytorch_lora_weights.safetensors`` written by
@@ -23,6 +24,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch.nn as nn
 from diffusers import UNetSpatioTemporalConditionModel
@@ -35,10 +37,12 @@ __all__ = [
     "LORA_WEIGHT_NAME",
     "SPATIAL_PATTERN",
     "TEMPORAL_CROSS_PATTERN",
+    "TEMPORAL_LINEAR_PATTERN",
     "TEMPORAL_PATTERN",
     "LoRAConfig",
     "adapter_parameters",
     "add_recapture_adapters",
+    "keep_adapters_fp32",
     "load_lora",
     "lora_target_modules",
     "save_lora",
@@ -52,6 +56,15 @@ __all__ = [
 SPATIAL_PATTERN = r".*attentions\.\d+\.transformer_blocks\.\d+\.attn1\.(to_q|to_k|to_v|to_out\.0)"
 TEMPORAL_PATTERN = r".*temporal_transformer_blocks\.\d+\.attn1\.(to_q|to_k|to_v|to_out\.0)"
 TEMPORAL_CROSS_PATTERN = r".*temporal_transformer_blocks\.\d+\.attn[12]\.(to_q|to_k|to_v|to_out\.0)"
+# every nn.Linear of a temporal transformer block: attention projections and both feed-forwards
+TEMPORAL_LINEAR_PATTERN = (
+    r".*temporal_transformer_blocks\.\d+\.(attn[12]\.(to_q|to_k|to_v|to_out\.0)|(ff_in|ff)\.net\.(0\.proj|2))"
+)
+_TEMPORAL_PATTERNS = {
+    "linear": TEMPORAL_LINEAR_PATTERN,
+    "attention": TEMPORAL_CROSS_PATTERN,
+    "self_attention": TEMPORAL_PATTERN,
+}
 ADAPTER_NAMES = ("spatial", "temporal")
 LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"
 
@@ -64,13 +77,17 @@ class LoRAConfig:
         rank: LoRA rank r (paper: 16).
         alpha: LoRA alpha; the update is scaled by alpha / rank. None means alpha = rank (scale 1).
         dropout: dropout on the LoRA branch input.
-        temporal_cross_attention: also adapt the temporal blocks' cross-attention (``attn2``).
+        temporal_targets: which layers of the temporal transformer blocks the temporal LoRA adapts:
+            ``linear`` (the paper: every linear layer, i.e. the self- and cross-attention projections
+            and the feed-forward layers ``ff_in`` and ``ff``; 8.91 M parameters at rank 16 on the
+            full SVD UNet), ``attention`` (``attn1`` and ``attn2`` projections; 3.32 M) or
+            ``self_attention`` (``attn1`` only, the narrowest; 1.60 M). The spatial LoRA: 1.60 M.
     """
 
     rank: int = 16
     alpha: float | None = None
     dropout: float = 0.0
-    temporal_cross_attention: bool = False
+    temporal_targets: Literal["linear", "attention", "self_attention"] = "linear"
 
 
 def lora_target_modules(unet: nn.Module, name: str, config: LoRAConfig | None = None) -> list[str]:
@@ -79,7 +96,7 @@ def lora_target_modules(unet: nn.Module, name: str, config: LoRAConfig | None = 
     Args:
         unet: an SVD UNet (with or without adapters).
         name: ``"spatial"`` or ``"temporal"``.
-        config: only ``temporal_cross_attention`` matters.
+        config: only ``temporal_targets`` matters.
 
     Returns:
         sorted module names.
@@ -97,7 +114,11 @@ def _pattern(name: str, config: LoRAConfig) -> str:
     if name == "spatial":
         return SPATIAL_PATTERN
     if name == "temporal":
-        return TEMPORAL_CROSS_PATTERN if config.temporal_cross_attention else TEMPORAL_PATTERN
+        if config.temporal_targets not in _TEMPORAL_PATTERNS:
+            raise RecaptureError(
+                f"unknown lora.temporal_targets {config.temporal_targets!r}; use one of {sorted(_TEMPORAL_PATTERNS)}"
+            )
+        return _TEMPORAL_PATTERNS[config.temporal_targets]
     raise RecaptureError(f"unknown adapter {name!r}; ReCapture's adapters are {list(ADAPTER_NAMES)}")
 
 
@@ -120,7 +141,7 @@ def add_recapture_adapters(unet: UNetSpatioTemporalConditionModel, config: LoRAC
 
     LoRA B matrices start at zero, so the UNet's output is unchanged until training. PEFT freezes
     every base parameter; both adapters' LoRA parameters are trainable (see
-    :func:`set_trainable_adapter`).
+    :func:`set_trainable_adapter`) and float32 over any base dtype (:func:`keep_adapters_fp32`).
 
     Args:
         unet: the SVD UNet (a stock one gets the PEFT methods in place).
@@ -142,6 +163,7 @@ def add_recapture_adapters(unet: UNetSpatioTemporalConditionModel, config: LoRAC
         warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
         for name in ADAPTER_NAMES:
             unet.add_adapter(_peft_config(name, config), adapter_name=name)
+    keep_adapters_fp32(unet)
     set_active_adapters(unet, ADAPTER_NAMES)
     set_trainable_adapter(unet, ADAPTER_NAMES)
 
@@ -230,6 +252,47 @@ def set_trainable_adapter(unet: nn.Module, name: str | Sequence[str] | None) -> 
             param.requires_grad_(True)
 
 
+def _read_lora_file(path: Path) -> dict:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(path)
+    except (SafetensorError, OSError, ValueError) as err:
+        raise RecaptureError(
+            f"{path} is not a readable safetensors file ({type(err).__name__}: {err}); it is truncated or "
+            "corrupt: export the LoRA again (a fit run writes lora/spatial and lora/temporal)"
+        ) from err
+
+
+def _copy_exact(unet: nn.Module, name: str, state: dict, path: Path) -> None:
+    """Copy the file's LoRA values into adapter ``name`` bit for bit (keys ``X.lora_A.weight``)."""
+    params = dict(unet.named_parameters())
+    for key, value in state.items():
+        for part in (".lora_A.", ".lora_B."):
+            if part in key:
+                target = key.replace(part, f"{part}{name}.", 1)
+                if target not in params or params[target].shape != value.shape:
+                    raise RecaptureError(
+                        f"{path}: tensor {key} {tuple(value.shape)} has no match in this UNet's {name!r} adapter; "
+                        "use the same model.components and model.lora as the run that wrote it"
+                    )
+                params[target].data.copy_(value)
+
+
+def keep_adapters_fp32(unet: nn.Module, names: Sequence[str] = ADAPTER_NAMES) -> None:
+    """Keep the LoRA weights of ``names`` in float32, whatever the dtype of the frozen base weights.
+
+    Optimiser states and small updates need the precision, and a LoRA trained in float32 must be
+    used in float32 wherever it is loaded, or generation after loading would not reproduce
+    generation after training. PEFT casts each layer's input to the LoRA dtype and the result back.
+    """
+    for name in names:
+        if name in _adapter_names(unet):
+            for param in adapter_parameters(unet, name):
+                param.data = param.data.float()
+
+
 def save_lora(unet: UNetSpatioTemporalConditionModel, name: str, directory: str | os.PathLike) -> Path:
     """Save adapter ``name`` as ``<directory>/pytorch_lora_weights.safetensors`` (atomic directory).
 
@@ -274,6 +337,7 @@ def load_lora(unet: UNetSpatioTemporalConditionModel, name: str, directory: str 
             f"LoRA directory {str(directory)!r} has no {LORA_WEIGHT_NAME} (found {found}); "
             "point it at a directory written by recapture.adaptation.save_lora"
         )
+    state = _read_lora_file(weights)
     unet = enable_peft(unet)
     with warnings.catch_warnings():
         # PEFT's notes on multi-adapter models and on deleting an active adapter are expected here.
@@ -281,16 +345,27 @@ def load_lora(unet: UNetSpatioTemporalConditionModel, name: str, directory: str 
         warnings.filterwarnings("ignore", message="Adapter .* was active which is now deleted")
         if name in _adapter_names(unet):
             unet.delete_adapters(name)
-        unet.load_lora_adapter(
-            str(directory),
-            prefix=None,
-            adapter_name=name,
-            weight_name=LORA_WEIGHT_NAME,
-            use_safetensors=True,
-            local_files_only=True,
-        )
+        try:
+            unet.load_lora_adapter(
+                str(directory),
+                prefix=None,
+                adapter_name=name,
+                weight_name=LORA_WEIGHT_NAME,
+                use_safetensors=True,
+                local_files_only=True,
+            )
+        except (RuntimeError, ValueError, KeyError) as err:
+            raise RecaptureError(
+                f"{weights} does not fit this UNet ({type(err).__name__}: {str(err).splitlines()[0][:200]}): it was "
+                "saved with another model or other LoRA settings (rank, targets); use the same model.components "
+                "and model.lora as the run that wrote it"
+            ) from err
     if name not in _adapter_names(unet):
         raise RecaptureError(f"{weights} holds no LoRA weights for this UNet's modules")
+    # diffusers creates the adapter in the base dtype and casts the file's values into it; keep the
+    # trained float32 values exactly
+    keep_adapters_fp32(unet, [name])
+    _copy_exact(unet, name, state, weights)
     all_names = _adapter_names(unet)
     set_active_adapters(unet, all_names)
     set_trainable_adapter(unet, all_names)

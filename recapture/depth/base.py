@@ -131,7 +131,8 @@ class DepthConfig:
             in units of the bottom row's depth (3: the floor meets a backdrop three times farther
             away than the bottom of the frame, at 60% of the height for the default horizon).
         batch_size: frames per model call.
-        device: ``None`` picks CUDA when available, else CPU.
+        device: where the depth model runs; ``None`` is the run's device (the trainer's accelerator
+            and devices), the CPU outside a run.
         dtype: ``"auto"`` is float16 on CUDA and float32 on CPU.
         progress: show a progress bar over frames.
     """
@@ -153,13 +154,17 @@ class DepthConfig:
     progress: bool = True
 
 
-def make_depth_estimator(config: DepthConfig, fov_deg: float | None = None) -> DepthEstimator:
+def make_depth_estimator(
+    config: DepthConfig, fov_deg: float | None = None, device: torch.device | str | None = None
+) -> DepthEstimator:
     """Build the estimator a :class:`DepthConfig` describes.
 
     Args:
         config: the depth settings.
         fov_deg: horizontal field of view of the source video in degrees; the file backend needs it
             to turn Euclidean ``distance`` into planar depth.
+        device: the run's device, used by model backends when ``config.device`` is not set (None:
+            the CPU).
 
     Returns:
         a :class:`DepthEstimator`.
@@ -169,7 +174,7 @@ def make_depth_estimator(config: DepthConfig, fov_deg: float | None = None) -> D
     if config.backend == "transformers":
         from recapture.depth.transformers_backend import TransformersDepth
 
-        return TransformersDepth(config)
+        return TransformersDepth(config, device=device)
     if config.backend == "file":
         from recapture.depth.file_backend import FileDepth
 

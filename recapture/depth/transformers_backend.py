@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -25,7 +26,52 @@ from recapture.utils import RecaptureError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TransformersDepth", "is_metric_model"]
+__all__ = ["TransformersDepth", "is_metric_model", "resolve_depth_model", "write_random_depth_model"]
+
+DEPTH_HUB_PATTERNS = ["*.json", "*.safetensors"]
+# the published configs of the default model, to build it with random weights (tests, benchmarks)
+HUB_CONFIGS = Path(__file__).parent / "hub_configs"
+
+
+def resolve_depth_model(model: str) -> Path:
+    """The local directory of a ``transformers`` depth model (hub cache, local dir or download now).
+
+    Raises:
+        RecaptureError: one line naming the model and how to get it (or to use the prior backend).
+    """
+    from recapture.hub import resolve_model
+
+    return resolve_model(model, "depth model", DEPTH_HUB_PATTERNS, required=("config.json",),
+                         fix="or set data.depth.model to a local directory, or data.depth.backend: prior")
+
+
+def write_random_depth_model(path: str | Path, config: str = "Depth-Anything-V2-Small-hf", seed: int = 0) -> Path:
+    """Write a randomly initialised depth model of a published architecture in hub layout.
+
+    Args:
+        path: output directory (``config.json``, ``model.safetensors``, ``preprocessor_config.json``).
+        config: a folder of :data:`HUB_CONFIGS` (default Depth Anything V2 Small, 24.8 M parameters).
+        seed: seed of the random weights.
+
+    Returns:
+        ``path``, loadable as ``data.depth.model``.
+    """
+    import shutil
+
+    from transformers import AutoConfig
+
+    from recapture.utils import atomic_path
+
+    source = HUB_CONFIGS / config
+    path = Path(path)
+    with atomic_path(path) as tmp, torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        from transformers import AutoModelForDepthEstimation
+
+        model = AutoModelForDepthEstimation.from_config(AutoConfig.from_pretrained(source))
+        model.save_pretrained(tmp)
+        shutil.copy(source / "preprocessor_config.json", tmp / "preprocessor_config.json")
+    return path
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -46,8 +92,8 @@ def is_metric_model(model_config: Any) -> bool:
     return getattr(model_config, "depth_estimation_type", "relative") == "metric"
 
 
-def _resolve_device_dtype(config: DepthConfig) -> tuple[torch.device, torch.dtype]:
-    device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+def _resolve_device_dtype(config: DepthConfig, device: torch.device | str | None) -> tuple[torch.device, torch.dtype]:
+    device = torch.device(config.device or device or "cpu")
     if config.dtype == "auto":
         dtype = torch.float16 if device.type == "cuda" else torch.float32
     else:
@@ -65,14 +111,17 @@ class TransformersDepth:
     Args:
         config: uses ``model``, ``metric``, ``input_size``, ``disparity_mapping``, ``align``,
             ``batch_size``, ``device``, ``dtype``, ``progress``.
+        device: the run's device, used when ``config.device`` is not set (None: the CPU).
     """
 
     is_prior = False
 
-    def __init__(self, config: DepthConfig) -> None:
+    def __init__(self, config: DepthConfig, device: torch.device | str | None = None) -> None:
         self.config = config
+        self.device = device
         self.name = f"transformers:{config.model}"
         self._model: Any = None
+        self._path: Path | None = None
         self._pre: dict[str, Any] = {}
 
     @property
@@ -86,14 +135,15 @@ class TransformersDepth:
             return self._model
         from transformers import AutoModelForDepthEstimation
 
-        device, dtype = _resolve_device_dtype(self.config)
+        device, dtype = _resolve_device_dtype(self.config, self.device)
+        self._path = resolve_depth_model(self.config.model)
         try:
-            model = AutoModelForDepthEstimation.from_pretrained(self.config.model, dtype=dtype)
+            model = AutoModelForDepthEstimation.from_pretrained(self._path, dtype=dtype, local_files_only=True)
         except (OSError, ValueError) as err:
             raise RecaptureError(
-                f"could not load the depth model {self.config.model!r} ({type(err).__name__}: {err}). "
-                "Download it first (huggingface-cli download <id>) or set depth.model to a local "
-                "directory; without weights use depth.backend: prior"
+                f"could not load the depth model {self.config.model!r} from {self._path} ({type(err).__name__}: "
+                f"{err}); download it again or set data.depth.model to another directory; without weights use "
+                "data.depth.backend: prior"
             ) from err
         self._model = model.to(device).eval()
         self._pre = self._preprocessor_settings()
@@ -113,7 +163,7 @@ class TransformersDepth:
             from transformers.utils import cached_file
 
             path = cached_file(
-                self.config.model, "preprocessor_config.json", _raise_exceptions_for_missing_entries=False
+                str(self._path), "preprocessor_config.json", _raise_exceptions_for_missing_entries=False
             )
             if path:
                 with open(path) as f:

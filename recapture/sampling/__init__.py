@@ -7,7 +7,14 @@ Memory options and their trade-offs are documented in ``recapture.sampling.sessi
 from recapture.sampling.conditioning import Conditioning, build_conditioning, guidance_ramp
 from recapture.sampling.config import DenoiseConfig, RefineConfig, SampleOutput, SamplingConfig
 from recapture.sampling.decode import decode_latents
-from recapture.sampling.loop import denoise, fresh_scheduler, noise_to_step, start_index
+from recapture.sampling.loop import (
+    denoise,
+    fresh_scheduler,
+    noise_to_step,
+    partial_scheduler,
+    steps_for_strength,
+    strength_sigmas,
+)
 from recapture.sampling.sampler import generate, sdedit_refine
 from recapture.sampling.session import sampling_session, use_adapters
 
@@ -26,6 +33,8 @@ __all__ = [
     "noise_to_step",
     "sampling_session",
     "sdedit_refine",
-    "start_index",
+    "partial_scheduler",
+    "steps_for_strength",
+    "strength_sigmas",
     "use_adapters",
 ]

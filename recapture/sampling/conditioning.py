@@ -8,13 +8,12 @@ ramps linearly over frames from ``min_guidance_scale`` to ``max_guidance_scale``
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 
 from recapture.adaptation import SVDComponents, added_time_ids, encode_condition
+from recapture.adaptation.encoding import vae_upcast
 from recapture.sampling.config import DenoiseConfig
 
 
@@ -43,23 +42,6 @@ def guidance_ramp(min_scale: float, max_scale: float, num_frames: int) -> torch.
         (1, T, 1, 1, 1) float32 tensor.
     """
     return torch.linspace(min_scale, max_scale, num_frames).reshape(1, num_frames, 1, 1, 1)
-
-
-@contextlib.contextmanager
-def vae_upcast(vae: torch.nn.Module) -> Iterator[None]:
-    """Run a float16 VAE in float32 inside the block when its config asks for it (``force_upcast``).
-
-    The SVD pipeline encodes the image prompt this way (float16 encoding can overflow); decoding
-    stays in the VAE's own dtype, as in the pipeline.
-    """
-    if vae.dtype != torch.float16 or not getattr(vae.config, "force_upcast", False):
-        yield
-        return
-    vae.to(torch.float32)
-    try:
-        yield
-    finally:
-        vae.to(torch.float16)
 
 
 @torch.no_grad()

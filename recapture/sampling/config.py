@@ -81,7 +81,7 @@ class SamplingConfig(DenoiseConfig):
 
     Args:
         anchor_strength: beyond the paper, off by default (None). When set, sampling starts from the
-            anchor video's latents noised to this strength (the last ``int(s * steps)`` steps run)
+            anchor video's latents noised to this strength (same meaning as ``RefineConfig.strength``)
             instead of from pure noise; needs the ``anchor`` argument of ``generate``.
     """
 
@@ -97,8 +97,10 @@ class RefineConfig(DenoiseConfig):
     """SDEdit refinement (paper 3.3): noise the generated video to ``strength`` and denoise it.
 
     Args:
-        strength: 0 returns the input unchanged (no encode/decode); s runs the last ``int(s * steps)``
-            steps of the schedule from the video's latents noised to that step's sigma.
+        strength: 0 returns the input unchanged (no encode/decode); s starts from the video's latents
+            noised to ``sigma(1 - s)`` of SVD's continuous Karras noise curve (0.3: sigma 1.43, 0.5:
+            15.6, 1: pure noise), the same whatever ``num_inference_steps``, and runs
+            ``max(1, round(s * num_inference_steps))`` steps down to sigma_min.
         adapters: LoRA adapters active during refinement; the temporal LoRA is left out by default,
             an empty list refines with the base model.
     """

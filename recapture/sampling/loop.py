@@ -1,9 +1,17 @@
 """The one EDM Euler sampling loop behind generation and SDEdit refinement.
 
 SVD is an EDM model with v-prediction; the diffusers ``EulerDiscreteScheduler`` (Karras sigmas,
-continuous timesteps ``0.25 ln sigma``) does the preconditioning and the Euler update. A run can
-start part-way down the schedule: strength ``s`` runs the last ``int(s * steps)`` steps, starting
-from clean latents noised to that step's sigma (SDEdit; also the optional anchor start).
+continuous timesteps ``0.25 ln sigma``) does the preconditioning and the Euler update.
+
+A run can start part-way down the noise levels (SDEdit; also the optional anchor start). Strength
+``s`` in [0, 1] is a position on SVD's continuous Karras noise curve, so it means the same starting
+noise level whatever ``num_inference_steps`` is::
+
+    sigma(u) = (sigma_max^(1/7) + u * (sigma_min^(1/7) - sigma_max^(1/7)))^7,   u in [0, 1]
+    start at sigma(1 - s), then max(1, round(s * steps)) Euler steps on the same curve down to sigma_min
+
+With SVD's sigma_min 0.002 and sigma_max 700: strength 1 starts at 700 (pure noise; exactly the full
+schedule), 0.5 at 15.6, 0.3 at 1.43, 0.1 at 0.037; strength 0 runs nothing.
 """
 
 from __future__ import annotations
@@ -25,13 +33,52 @@ def fresh_scheduler(scheduler: EulerDiscreteScheduler, num_inference_steps: int,
     return fresh
 
 
-def start_index(strength: float, num_inference_steps: int) -> int:
-    """Index of the first step to run for a strength in [0, 1].
+KARRAS_RHO = 7.0
 
-    Strength 1 runs the whole schedule (index 0); strength s runs the last ``int(s * steps)`` steps,
-    so a strength too small for one step returns ``num_inference_steps`` (nothing to run).
+
+def steps_for_strength(strength: float, num_inference_steps: int) -> int:
+    """Euler steps a partial run of ``strength`` takes: 0 at strength 0, else ``max(1, round(s * steps))``."""
+    if strength <= 0:
+        return 0
+    return max(1, round(strength * num_inference_steps))
+
+
+def strength_sigmas(sigma_min: float, sigma_max: float, strength: float, num_inference_steps: int) -> torch.Tensor:
+    """Noise levels of a partial run: from ``sigma(1 - strength)`` to ``sigma_min`` on the Karras curve, then 0.
+
+    Args:
+        sigma_min: lowest noise level of the schedule (SVD: 0.002).
+        sigma_max: highest (SVD: 700).
+        strength: in (0, 1]; 1 gives exactly the full ``num_inference_steps`` Karras schedule.
+        num_inference_steps: steps of the full schedule; the run takes :func:`steps_for_strength`.
+
+    Returns:
+        ``(n + 1,)`` float32 sigmas, the last one 0.
     """
-    return num_inference_steps - int(strength * num_inference_steps)
+    import numpy as np
+
+    n = steps_for_strength(strength, num_inference_steps)
+    if n == 0:
+        raise ValueError("strength 0 runs no step: return the input instead")
+    ramp = np.linspace(1.0 - strength, 1.0, n)
+    lo_inv, hi_inv = sigma_min ** (1 / KARRAS_RHO), sigma_max ** (1 / KARRAS_RHO)
+    sigmas = (hi_inv + ramp * (lo_inv - hi_inv)) ** KARRAS_RHO
+    return torch.from_numpy(np.concatenate([sigmas, [0.0]]).astype(np.float32))
+
+
+def partial_scheduler(
+    scheduler: EulerDiscreteScheduler, strength: float, num_inference_steps: int, device: torch.device
+):
+    """A new scheduler whose schedule is :func:`strength_sigmas` (the components' one is left untouched).
+
+    The sigma range is the config's ``sigma_min``/``sigma_max`` (SVD sets both), else that of the
+    scheduler's own full schedule.
+    """
+    fresh = fresh_scheduler(scheduler, num_inference_steps, device)
+    lo = scheduler.config.sigma_min or float(fresh.sigmas[-2])
+    hi = scheduler.config.sigma_max or float(fresh.sigmas[0])
+    fresh.set_timesteps(sigmas=strength_sigmas(lo, hi, strength, num_inference_steps).tolist(), device=device)
+    return fresh
 
 
 def noise_to_step(

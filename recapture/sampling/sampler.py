@@ -15,10 +15,17 @@ import torch
 from diffusers.utils.torch_utils import randn_tensor
 
 from recapture.adaptation import SVDComponents, encode_latents
-from recapture.sampling.conditioning import build_conditioning, vae_upcast
+from recapture.adaptation.encoding import vae_upcast
+from recapture.sampling.conditioning import build_conditioning
 from recapture.sampling.config import DenoiseConfig, RefineConfig, SampleOutput, SamplingConfig
 from recapture.sampling.decode import decode_latents
-from recapture.sampling.loop import denoise, fresh_scheduler, noise_to_step, start_index
+from recapture.sampling.loop import (
+    denoise,
+    fresh_scheduler,
+    noise_to_step,
+    partial_scheduler,
+    steps_for_strength,
+)
 from recapture.sampling.session import sampling_session
 from recapture.utils import RecaptureError
 
@@ -62,17 +69,16 @@ def generate(
     height, width = _check_image(image, _vae_factor(components.vae))
     if anchor is not None:
         _check_video("anchor", anchor, (num_frames, 3, height, width))
-    first_step, init_video = 0, None
+    init_video = None
     if config.anchor_strength is not None:
         if anchor is None:
             raise RecaptureError(
                 f"anchor_strength={config.anchor_strength} needs the anchor video: pass anchor=(T, 3, H, W) "
                 "or set anchor_strength to None to start from pure noise"
             )
-        first_step = start_index(config.anchor_strength, config.num_inference_steps)
         init_video = anchor
     return _sample(
-        components, image, num_frames, config, adapters, init_video, first_step, progress, "generate"
+        components, image, num_frames, config, adapters, init_video, config.anchor_strength, progress, "generate"
     )
 
 
@@ -96,8 +102,9 @@ def sdedit_refine(
         progress: show a progress bar over the denoising steps.
 
     Returns:
-        ``SampleOutput``; at a strength that runs no step (0, or below ``1 / num_inference_steps``)
-        the frames are the input, bit for bit, and latents is None.
+        ``SampleOutput``; at strength 0 the frames are the input, bit for bit, and latents is None.
+        Any other strength starts at the same noise level whatever ``num_inference_steps`` is
+        (see :mod:`recapture.sampling.loop`).
     """
     config = config or RefineConfig()
     config.validate()
@@ -106,19 +113,11 @@ def sdedit_refine(
         raise RecaptureError(f"video must be (T, 3, H, W), got shape {tuple(video.shape)}")
     num_frames = video.shape[0]
     _check_video("video", video, (num_frames, 3, height, width))
-    first_step = start_index(config.strength, config.num_inference_steps)
-    if first_step == config.num_inference_steps:
-        if config.strength > 0:
-            log.info(
-                "refinement skipped: strength %s runs no step of %d (needs >= %.3f)",
-                config.strength,
-                config.num_inference_steps,
-                1 / config.num_inference_steps,
-            )
+    if steps_for_strength(config.strength, config.num_inference_steps) == 0:
         frames = video.detach().to("cpu", torch.float32, copy=True)
         return SampleOutput(frames=frames, latents=None, timings={"total_s": 0.0, "steps": 0})
     return _sample(
-        components, image, num_frames, config, config.adapters, video, first_step, progress, "refine"
+        components, image, num_frames, config, config.adapters, video, config.strength, progress, "refine"
     )
 
 
@@ -129,11 +128,11 @@ def _sample(
     config: DenoiseConfig,
     adapters: Sequence[str] | None,
     init_video: torch.Tensor | None,
-    first_step: int,
+    strength: float | None,
     progress: bool,
     desc: str,
 ) -> SampleOutput:
-    """Conditioning, initial latents (noise or noised frames), the shared loop, decoding."""
+    """Conditioning, initial latents (noise, or frames noised to ``strength``), the shared loop, decoding."""
     factor = _vae_factor(components.vae)
     steps = config.num_inference_steps
     start = time.perf_counter()
@@ -143,7 +142,12 @@ def _sample(
         dtype = components.unet.dtype
         generator = torch.Generator(device).manual_seed(config.seed)
         cond = build_conditioning(components, image, num_frames, config, generator, device, dtype)
-        scheduler = fresh_scheduler(components.scheduler, steps, device)
+        if init_video is None:  # the full schedule, as the stock pipeline
+            scheduler = fresh_scheduler(components.scheduler, steps, device)
+        elif steps_for_strength(strength, steps) > 0:
+            scheduler = partial_scheduler(components.scheduler, strength, steps, device)
+        else:  # strength 0: the encoded video itself, decoded (no noise, no step)
+            scheduler = None
         channels = components.unet.config.in_channels // 2
         shape = (1, num_frames, channels, image.shape[-2] // factor, image.shape[-1] // factor)
         noise = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
@@ -154,15 +158,18 @@ def _sample(
                 clean = encode_latents(
                     components.vae, init_video.to(device), chunk_size=config.decode_chunk_size
                 )
-            latents = noise_to_step(clean.unsqueeze(0).to(dtype), noise, scheduler, first_step)
+            latents = clean.unsqueeze(0).to(dtype)
+            if scheduler is not None:
+                latents = noise_to_step(latents, noise, scheduler, 0)
         encoded = _clock(device)
-        latents = denoise(components.unet, scheduler, latents, cond, first_step, progress, desc)
+        if scheduler is not None:
+            latents = denoise(components.unet, scheduler, latents, cond, 0, progress, desc)
         denoised = _clock(device)
         frames = decode_latents(components.vae, latents[0], num_frames, config.decode_chunk_size)
         frames, latents = frames.cpu(), latents[0].float().cpu()
         done = _clock(device)
         peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
-    ran = steps - first_step
+    ran = 0 if scheduler is None else len(scheduler.timesteps)
     timings = {
         "encode_s": encoded - start,
         "denoise_s": denoised - encoded,

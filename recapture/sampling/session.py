@@ -152,7 +152,10 @@ def sampling_session(
     cpu_offload: bool = False,
     chunk_feed_forward: bool = False,
 ) -> Iterator[torch.device]:
-    """Set up the models for one sampling call; yields the execution device.
+    """Set up the models for one sampling call; yields the execution device (the UNet's).
+
+    The VAE and image encoder are placed on that device for the call and returned afterwards
+    (:mod:`recapture.adaptation.placement`), so sampling works wherever the previous stage left them.
 
     Args:
         components: ``SVDComponents``.
@@ -172,4 +175,6 @@ def sampling_session(
         stack.enter_context(feed_forward_chunking(components.unet, chunk_feed_forward))
         if offload:
             stack.enter_context(model_offload(components, device))
+        else:  # the encoders join the UNet for this call (they may live on the CPU between stages)
+            stack.enter_context(components.placed(device, ("vae", "image_encoder")))
         yield device

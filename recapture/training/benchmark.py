@@ -251,6 +251,17 @@ def save_config(parser: Any, config: Any, path: Path) -> Path:
     return path
 
 
+def _resolve_scene_models(parser: Any, config: Any, settings: BenchmarkSettings) -> None:
+    """Find the SVD weights (and the depth model when ``depth_source: model``) every scene will need."""
+    from recapture.depth.transformers_backend import resolve_depth_model
+    from recapture.training.cli import resolve_models
+
+    init = parser.instantiate_classes(config.clone())
+    resolve_models(init.model, None)
+    if settings.depth_source == "model" and init.data.depth.backend == "transformers":
+        resolve_depth_model(init.data.depth.model)
+
+
 def run_benchmark(trainer: Any, settings: BenchmarkSettings) -> dict[str, Any] | None:
     """The body of ``ReCaptureTrainer.benchmark``: run this rank's scenes, then (rank 0) aggregate.
 
@@ -272,6 +283,7 @@ def run_benchmark(trainer: Any, settings: BenchmarkSettings) -> dict[str, Any] |
             "recapture.data.kubric.sweep.run_sweep(settings, runner) with your own SceneRunner"
         )
     parser, config = source
+    _resolve_scene_models(parser, config, settings)  # before any scene: a missing model stops at once
     dist = dist_info()
     group = settings.wandb_group or Path(settings.output).name
     runner = LightningSceneRunner(parser, config, type(trainer), settings, group)

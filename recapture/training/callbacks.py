@@ -2,7 +2,7 @@
 
 All write into the run folder (``trainer.default_root_dir``), atomically, on the global-zero rank.
 They run at the end of ``fit`` in this order whatever their order in the config (each has an
-``order``): ``ExportLoRA`` -> ``GenerateVideo`` -> ``SDEditRefine`` -> ``LogVideos`` ->
+``order``): ``StepTimer`` (optional) -> ``ExportLoRA`` -> ``GenerateVideo`` -> ``SDEditRefine`` -> ``LogVideos`` ->
 ``MetricsCallback`` -> ``RunReport``. Each can be left out of ``trainer.callbacks``.
 
 Run folder::
@@ -229,17 +229,63 @@ class MetricsCallback(_Ordered):
         _log_table(trainer, "eval/metrics", scores)
 
 
+class StepTimer(_Ordered):
+    """Time every training step by kind (temporal / spatial) and record the peak accelerator memory.
+
+    Adds ``step_temporal_s`` / ``step_spatial_s`` (medians, the first step of each kind left out as
+    warm-up when there are more) and ``train_peak_memory_gb`` to the run's timings (``report.json``)
+    and logs ``timing/step_<kind>_s`` every step. It synchronises the device at step boundaries to
+    measure: leave it out of production runs; ``benchmarks/gpu_check.py`` uses it.
+    """
+
+    order = 5
+
+    def __init__(self) -> None:
+        self._t0 = 0.0
+        self._kind = ""
+        self.times: dict[str, list[float]] = {"temporal": [], "spatial": []}
+
+    @staticmethod
+    def _sync(pl_module: LightningModule) -> None:
+        if pl_module.device.type == "cuda":
+            torch.cuda.synchronize(pl_module.device)
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if pl_module.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(pl_module.device)
+
+    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, *args: Any) -> None:
+        self._sync(pl_module)
+        self._kind = pl_module.step_kind()
+        self._t0 = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: Any) -> None:
+        self._sync(pl_module)
+        seconds = time.perf_counter() - self._t0
+        self.times[self._kind].append(seconds)
+        pl_module.log(f"timing/step_{self._kind}_s", seconds, on_step=True, batch_size=1)
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        timings = _results(pl_module)["timings"]
+        for kind, values in self.times.items():
+            if values:
+                kept = values[1:] if len(values) > 1 else values
+                timings[f"step_{kind}_s"] = float(torch.tensor(kept).median())
+        if pl_module.device.type == "cuda":
+            timings["train_peak_memory_gb"] = torch.cuda.max_memory_allocated(pl_module.device) / 2**30
+
+
 class RunReport(_Ordered):
     """Write ``report.json``: settings, per-stage timings, peak memory, anchor coverage, files, metrics."""
 
     order = 100
 
     def __init__(self) -> None:
-        self._t0 = 0.0
+        self._t0_wall: float | None = None
         self._train_t0 = 0.0
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._t0 = time.perf_counter()
+        self._t0_wall = time.time()
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
 
@@ -251,20 +297,27 @@ class RunReport(_Ordered):
 
     @rank_zero_only
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        from recapture.io import frames_digest
+
         results = _results(pl_module)
-        anchor = trainer.datamodule.build_anchor()
-        tensors = trainer.datamodule.tensors
+        datamodule = trainer.datamodule
+        anchor = datamodule.build_anchor()
+        started = min(t for t in (datamodule.started_at, self._t0_wall) if t is not None)
         report = {
             "run_dir": str(run_dir(trainer)),
             "global_step": trainer.global_step,
-            "anchor": {k: v for k, v in anchor.report.items() if k != "coverage"},
+            "anchor": {k: v for k, v in anchor.report.items() if k not in ("coverage", "timings")},
             "coverage": anchor.report.get("coverage"),
+            # what THIS run spent: a cache hit costs its loading time, and says so in "caches"
             "timings_s": {
-                **anchor.report.get("timings", {}),
-                "encode_s": (tensors.meta.get("encode_seconds") if tensors is not None else None),
+                **{f"anchor_{k}": v for k, v in anchor.report.get("timings", {}).items()},
+                **{k: v for k, v in datamodule.timings.items() if isinstance(v, (int, float))},
                 **results["timings"],
-                "total_fit_s": time.perf_counter() - self._t0,
+                "total_fit_s": time.time() - started,
             },
+            "caches": {"anchor": anchor.report.get("cache"), "latents": datamodule.timings.get("latent_cache")},
+            # sha256 of each video's frames as written: `generate --seed S` reproduces these exactly
+            "frames_sha256": {k: frames_digest(results[k]) for k in ("generated", "refined") if k in results},
             "peak_memory_gb": (torch.cuda.max_memory_allocated() / 2**30) if torch.cuda.is_available() else None,
             "peak_host_memory_gb": _peak_rss_gb(),
             "metrics": results.get("metrics", {}),

@@ -55,7 +55,7 @@ class ReCaptureTrainer(Trainer):
         from recapture.anchor import write_anchor_outputs
 
         out = Path(output) if output is not None else Path(self.default_root_dir)
-        result = datamodule.build_anchor()
+        result = datamodule.build_anchor(device=self.strategy.root_device)
         files = write_anchor_outputs(result, out)
         report = result.report
         self.command_result = files
@@ -87,8 +87,9 @@ class ReCaptureTrainer(Trainer):
         from dataclasses import replace
 
         from recapture.adaptation import load_lora
-        from recapture.io import write_video
+        from recapture.io import frames_digest, write_video
         from recapture.training.callbacks import generate_video, refine_video, write_refined
+        from recapture.utils import write_json
 
         root = Path(self.default_root_dir)
         lora_dir = Path(lora_dir) if lora_dir is not None else root / "lora"
@@ -97,18 +98,26 @@ class ReCaptureTrainer(Trainer):
         if refine_strength is not None:
             refine = replace(refine, strength=refine_strength)
         out = Path(output) if output is not None else root / f"generate_seed{sampling.seed}"
-        components = model.components
+        device = self.strategy.root_device  # the device the user chose (--trainer.accelerator/devices)
+        components = model.load_parts(device=device, precision=str(self.precision))
         for name in ("spatial", "temporal"):
             load_lora(model.unet, name, lora_dir / name)
-        device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
-        _to(components, device)
-        anchor = datamodule.build_anchor()
+        anchor = datamodule.build_anchor(device=device)
         model.eval()
-        with torch.no_grad():
+        with torch.no_grad(), components.placed(device, ("unet",)):
             generated, t_gen = generate_video(components, anchor, sampling)
             refined, t_ref = refine_video(components, generated, anchor, refine)
         files = {"generated": write_video(out / "generated.mp4", generated, datamodule.fps)}
         files.update(write_refined(out, anchor, refined, datamodule.fps))
+        report = {
+            "seed": sampling.seed,
+            "refine_strength": refine.strength,
+            "lora_dir": str(lora_dir),
+            "timings_s": {"generate_s": t_gen, "refine_s": t_ref},
+            "frames_sha256": {"generated": frames_digest(generated), "refined": frames_digest(refined)},
+            "files": {k: str(v) for k, v in files.items()},
+        }
+        files["report"] = write_json(out / "report.json", report)
         self.command_result = files
         print(f"generate: {t_gen:.1f} s, refine: {t_ref:.1f} s (seed {sampling.seed}, strength {refine.strength}) -> {out}")
         return files
@@ -127,11 +136,6 @@ class ReCaptureTrainer(Trainer):
         from recapture.training.benchmark import run_benchmark
 
         return run_benchmark(self, kubric)
-
-
-def _to(components: Any, device: torch.device) -> None:
-    for part in (components.unet, components.vae, components.image_encoder):
-        part.to(device)
 
 
 class RunConfigSaver(SaveConfigCallback):
@@ -165,11 +169,18 @@ class ReCaptureCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         ensure_wandb_mode()
 
+    def before_anchor(self) -> None:
+        resolve_models(self.model, self.datamodule, svd=False)
+
+    def before_generate(self) -> None:
+        resolve_models(self.model, self.datamodule)
+
     def before_benchmark(self) -> None:
         # the benchmark builds a fresh module, data module and trainer per scene from this parsed config
         self.trainer.benchmark_source = (self._parser(self.subcommand), self.config[self.subcommand])
 
     def before_fit(self) -> None:
+        resolve_models(self.model, self.datamodule)
         # end-of-fit callbacks must run in pipeline order whatever their order in the YAML
         self.trainer.callbacks.sort(key=lambda cb: getattr(cb, "order", 0))
         place_checkpoints(self.trainer)
@@ -177,6 +188,26 @@ class ReCaptureCLI(LightningCLI):
     def after_fit(self) -> None:
         root = Path(self.trainer.default_root_dir)
         print(f"recapture: outputs in {root} (refined.mp4, comparison.mp4, report.json, lora/)")
+
+
+def resolve_models(model: Any, datamodule: Any, svd: bool = True) -> None:
+    """Find every model the run needs before any heavy work (local directory, hub cache or download).
+
+    A missing model stops the command at once with one line naming it and how to get it
+    (:mod:`recapture.hub`), instead of failing after the anchor has been rendered.
+
+    Args:
+        model: the :class:`~recapture.training.module.ReCaptureModule` (its SVD weights).
+        datamodule: the :class:`~recapture.training.datamodule.ReCaptureDataModule` (its depth model).
+        svd: also resolve the SVD weights (not needed by ``anchor``).
+    """
+    from recapture.adaptation import resolve_components
+    from recapture.depth.transformers_backend import resolve_depth_model
+
+    if datamodule is not None and datamodule.needs_depth_model():
+        resolve_depth_model(datamodule.depth.model)
+    if svd and model is not None and not model.components_config.tiny:
+        resolve_components(model.components_config)
 
 
 def place_checkpoints(trainer: Trainer) -> None:

@@ -1,88 +1,33 @@
-"""LightningDataModule: source video -> anchor video (cached) -> latents (cached) -> training batches.
+"""LightningDataModule: source video -> anchor video (cached) -> encoded training tensors (cached) -> batches.
 
 ``prepare_data`` renders the anchor (stage 1, cached on disk by :func:`recapture.anchor.build_anchor`).
-``setup`` encodes, once, everything the two kinds of training step need with the VAE and the CLIP
-image encoder, caches the tensors on disk, and hands the encoders back to the CPU so only the UNet
-stays on the accelerator during training:
-
-* temporal steps: the anchor clip's latents ``(T, 4, h, w)``, its validity mask at latent resolution,
-  and the conditioning of the first anchor frame (the paper's image prompt ``V_0^a``): CLIP embedding
-  and ``augment.condition_draws`` noise-augmented VAE latents (one is picked per step, so the
-  noise augmentation stays random without keeping the VAE around);
-* spatial steps: a pool of ``augment.pool_size`` augmented versions of every source frame
-  (kornia random resized crop + small colour jitter), encoded to latents, and the conditioning of
-  every source frame (each spatial sample is conditioned on another, randomly chosen source frame).
+``setup`` encodes, once, everything the two kinds of training step need
+(:func:`recapture.adaptation.encode_training_tensors`: VAE latents, latent masks, CLIP embeddings,
+noise-augmented conditioning draws, a pool of augmented source frames), caches the tensors on disk
+as safetensors, and leaves only the UNet on the accelerator during training.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
+from recapture.adaptation.encoding import AugmentConfig, TrainingTensors, encode_training_tensors
 from recapture.anchor import AnchorConfig, AnchorResult, build_anchor
 from recapture.cameras import TrajectorySpec
 from recapture.depth import DepthConfig, make_depth_estimator
-from recapture.utils import RecaptureError, atomic_path, hash_inputs
+from recapture.utils import RecaptureError, hash_inputs
 
 log = logging.getLogger(__name__)
 
 EXAMPLE = "example"
-
-
-@dataclass
-class AugmentConfig:
-    """Augmentations of source frames for the spatial LoRA (kornia.augmentation).
-
-    Args:
-        pool_size: augmented versions encoded per source frame (drawn from at random each step).
-        crop_scale: area range of ``RandomResizedCrop`` (the crop is resized back to the frame size).
-        crop_ratio: aspect-ratio range of the crop, relative to the frame's own aspect ratio.
-        brightness: ``ColorJitter`` brightness; kept small so the LoRA learns the true colours.
-        contrast: ``ColorJitter`` contrast.
-        saturation: ``ColorJitter`` saturation.
-        hue: ``ColorJitter`` hue.
-        hflip: probability of a horizontal flip (off by default: text and handedness matter).
-        condition_draws: noise-augmented encodings cached per conditioning frame.
-    """
-
-    pool_size: int = 8
-    crop_scale: tuple[float, float] = (0.6, 1.0)
-    crop_ratio: tuple[float, float] = (0.9, 1.1)
-    brightness: float = 0.05
-    contrast: float = 0.05
-    saturation: float = 0.05
-    hue: float = 0.01
-    hflip: float = 0.0
-    condition_draws: int = 4
-
-
-@dataclass
-class TrainingTensors:
-    """Everything the training steps read, already encoded (CPU tensors)."""
-
-    anchor_latents: torch.Tensor  # (T, 4, h, w) scaled latents of the anchor clip
-    anchor_mask: torch.Tensor  # (T, 1, h, w) latent validity mask
-    anchor_cond_latents: torch.Tensor  # (D, 4, h, w) noise-augmented draws of the first anchor frame
-    anchor_image_embeds: torch.Tensor  # (1, 1, E)
-    source_pool: torch.Tensor  # (P, T, 4, h, w) augmented source-frame latents
-    source_cond_latents: torch.Tensor  # (D, T, 4, h, w)
-    source_image_embeds: torch.Tensor  # (T, 1, E)
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    def save(self, path: Path) -> None:
-        with atomic_path(path) as tmp:
-            torch.save(asdict(self), tmp)
-
-    @classmethod
-    def load(cls, path: Path) -> TrainingTensors:
-        return cls(**torch.load(path, map_location="cpu", weights_only=False))
 
 
 class _StepDataset(Dataset):
@@ -142,8 +87,14 @@ class ReCaptureDataModule(LightningDataModule):
         num_frames: clip length; 14 for SVD img2vid, 25 for img2vid-xt.
         start: first frame to read.
         stride: read every ``stride``-th frame (to cover more of a long video in one clip).
-        size: long side of the frames after resizing (aspect kept, sides rounded to multiples of
-            64); ``None`` keeps the video's size (it must then already be a multiple of 64).
+        size: long side of the frames (the width of a landscape video), rounded to a multiple of 64;
+            the short side is scaled by the same factor and rounded to the nearest multiple of 64
+            (halves up, at least 64), and the picture is scaled without distortion to cover that size,
+            the overflow being centre-cropped (or padded, see ``resize``): 1280x720 at 512 -> 512x320
+            with 57 columns cut. A smaller source is enlarged, with a warning naming the factor.
+            ``None`` keeps the video's size (it must then already be a multiple of 64).
+        resize: ``crop`` (default): scale to cover the size and cut the overflow equally from both
+            ends; ``pad``: scale to fit inside and fill the rest with black.
         depth: depth estimation settings (ignored for ``video: example``, which has exact depth).
         trajectory: the requested camera trajectory (preset, amount, mode, or a file).
         anchor: anchor rendering settings (splat mode, masks, field of view, cache).
@@ -163,6 +114,7 @@ class ReCaptureDataModule(LightningDataModule):
         start: int = 0,
         stride: int = 1,
         size: int | None = 1024,
+        resize: Literal["crop", "pad"] = "crop",
         depth: DepthConfig = DepthConfig(),
         trajectory: TrajectorySpec = TrajectorySpec(),
         anchor: AnchorConfig = AnchorConfig(),
@@ -183,6 +135,7 @@ class ReCaptureDataModule(LightningDataModule):
         self.start = start
         self.stride = stride
         self.size = size
+        self.resize = resize
         # copies: dataclass defaults in a signature are shared objects
         self.depth = replace(depth)
         self.trajectory = replace(trajectory)
@@ -195,6 +148,8 @@ class ReCaptureDataModule(LightningDataModule):
         self.seed = seed
         self.anchor_result: AnchorResult | None = None
         self.tensors: TrainingTensors | None = None
+        self.timings: dict[str, Any] = {}  # this run's encoding time and latent-cache status
+        self.started_at: float | None = None  # wall clock when this run's stage 1 began
         self.fps: float = 8.0
         self._sample: tuple[torch.Tensor, float, torch.Tensor | None, torch.Tensor | None, Any] | None = None
 
@@ -225,7 +180,14 @@ class ReCaptureDataModule(LightningDataModule):
         self._sample_depth_name = depth_name
         self.anchor_result = None
         self.tensors = None
+        self.timings = {}
         return self
+
+    def needs_depth_model(self) -> bool:
+        """Whether stage 1 will run a ``transformers`` depth model (not for the example or a sample with depth)."""
+        if self._sample is not None:
+            return self._sample[2] is None and self.depth.backend == "transformers"
+        return self.video != EXAMPLE and self.depth.backend == "transformers"
 
     # ------------------------------------------------------------------ stage 1: anchor
     def load_source(self) -> tuple[torch.Tensor, float, torch.Tensor | None, torch.Tensor | None]:
@@ -238,13 +200,23 @@ class ReCaptureDataModule(LightningDataModule):
             height, width = _example_size(self.size)
             video, depth, K = make_example_clip(num_frames=self.num_frames, height=height, width=width)
             return video.frames, video.fps, depth, K
-        from recapture.io import read_video
+        from recapture.io import cut_warning, detect_cuts, read_video
 
-        video = read_video(self.video, num_frames=self.num_frames, start=self.start, stride=self.stride, size=self.size)
+        video = read_video(self.video, num_frames=self.num_frames, start=self.start, stride=self.stride,
+                           size=self.size, resize=self.resize)
+        message = cut_warning(detect_cuts(video.frames), video.num_frames, start=self.start, stride=self.stride,
+                              total_frames=video.source_num_frames, path=self.video)
+        if message:
+            log.warning(message)
         return video.frames, video.fps / self.stride, None, None
 
-    def build_anchor(self) -> AnchorResult:
-        """Render (or load from the cache) the anchor video for the configured trajectory."""
+    def build_anchor(self, device: torch.device | str | None = None) -> AnchorResult:
+        """Render (or load from the cache) the anchor video for the configured trajectory.
+
+        Args:
+            device: where depth is estimated when ``depth.device`` is not set (the run's device:
+                ``prepare_data`` passes the trainer's); None means the CPU.
+        """
         if self.anchor_result is not None:
             return self.anchor_result
         frames, fps, depth, K = self.load_source()
@@ -255,14 +227,15 @@ class ReCaptureDataModule(LightningDataModule):
             name = self._sample_depth_name if self._sample is not None else "exact:example-scene"
             estimator = TensorDepth(depth, name=name)
         else:
-            estimator = make_depth_estimator(self.depth, fov_deg=self.anchor.fov_deg)
+            estimator = make_depth_estimator(self.depth, fov_deg=self.anchor.fov_deg, device=device)
         given = self._sample[4] if self._sample is not None else None
         trajectory = given if given is not None else self.trajectory.build(frames.shape[0])
         self.anchor_result = build_anchor(frames, fps, estimator, trajectory, self.anchor, K=K)
         return self.anchor_result
 
     def prepare_data(self) -> None:
-        self.build_anchor()
+        self.started_at = time.time()
+        self.build_anchor(device=self.trainer.strategy.root_device if self.trainer is not None else None)
 
     def anchor_output_dir(self) -> Path:
         if self.output_dir is not None:
@@ -282,7 +255,7 @@ class ReCaptureDataModule(LightningDataModule):
 
             write_anchor_outputs(result, self.anchor_output_dir())
         module = self.trainer.lightning_module
-        components = module.components
+        components = module.load_parts()
         device = self.trainer.strategy.root_device
         key = hash_inputs(
             result.report.get("cache_key", ""),
@@ -295,17 +268,24 @@ class ReCaptureDataModule(LightningDataModule):
             module.objective.mask_threshold,
             self.seed,
         )
-        cache = Path(self.latent_cache_dir) / f"{key}.pt" if self.latent_cache_dir else None
-        if cache is not None and cache.is_file():
-            log.info("latent cache hit %s", cache)
-            self.tensors = TrainingTensors.load(cache)
-            return
+        cache = Path(self.latent_cache_dir) / f"{key}.safetensors" if self.latent_cache_dir else None
         t0 = time.perf_counter()
+        if cache is not None and cache.is_file():
+            try:
+                self.tensors = TrainingTensors.load(cache)
+            except RecaptureError as err:
+                log.warning("latent cache entry %s is unusable (%s); removing it and encoding again", cache, err)
+                cache.unlink(missing_ok=True)
+            else:
+                self.timings = {"encode_s": time.perf_counter() - t0, "latent_cache": "hit"}
+                log.info("latent cache hit %s", cache)
+                return
         self.tensors = encode_training_tensors(
-            result, components, device, self.augment, module.objective, self.seed
+            result.source, result.anchor.frames, result.anchor.mask, components, device, self.augment,
+            module.objective, self.seed,
         )
-        self.tensors.meta["encode_seconds"] = time.perf_counter() - t0
-        log.info("encoded training latents in %.1f s", self.tensors.meta["encode_seconds"])
+        self.timings = {"encode_s": time.perf_counter() - t0, "latent_cache": "miss" if cache else "off"}
+        log.info("encoded training latents in %.1f s", self.timings["encode_s"])
         if cache is not None:
             self.tensors.save(cache)
 
@@ -322,100 +302,3 @@ def _example_size(size: int | None) -> tuple[int, int]:
     width = max(64, round(long_side / 64) * 64)
     height = max(64, round(long_side * 2 / 3 / 64) * 64)
     return height, width
-
-
-@torch.no_grad()
-def encode_training_tensors(
-    result: AnchorResult,
-    components: Any,
-    device: torch.device,
-    augment: AugmentConfig,
-    objective: Any,
-    seed: int,
-) -> TrainingTensors:
-    """Encode anchor and source frames once with the VAE and CLIP; return CPU tensors.
-
-    The VAE and image encoder are moved to ``device`` for the encoding and back to the CPU after,
-    so that only the UNet is resident on the accelerator during training.
-    """
-    from tqdm.auto import tqdm
-
-    from recapture.adaptation import (
-        encode_condition_latents,
-        encode_image_embeds,
-        encode_latents,
-        mask_to_latent,
-    )
-
-    vae, clip = components.vae, components.image_encoder
-    vae.to(device)
-    clip.to(device)
-    # noise augmentation is drawn where the images are (a CPU generator cannot draw CUDA tensors)
-    g = torch.Generator(device=device).manual_seed(seed)
-    try:
-        source = result.source.to(device)
-        anchor = result.anchor.frames.to(device)
-        factor = components.vae_scale_factor
-        anchor_latents = encode_latents(vae, anchor).cpu()
-        anchor_mask = mask_to_latent(result.anchor.mask, factor, objective.mask_threshold).cpu()
-        if anchor_mask.sum() == 0:
-            raise RecaptureError(
-                "the anchor's validity mask is empty at latent resolution on every frame: nothing to learn "
-                "from. Use a smaller trajectory amount, or lower model.objective.mask_threshold."
-            )
-        draws = max(1, augment.condition_draws)
-        # CLIP embeddings have no randomness: once; only the noise-augmented VAE latents vary per draw
-        embeds_a = encode_image_embeds(clip, anchor[:1]).cpu()
-        embeds_s = encode_image_embeds(clip, source).cpu()
-        cond_a, cond_s = [], []
-        for _ in tqdm(range(draws), desc="encode conditioning", leave=False):
-            cond_a.append(encode_condition_latents(vae, anchor[:1], objective.noise_aug_strength, g).cpu())
-            cond_s.append(encode_condition_latents(vae, source, objective.noise_aug_strength, g).cpu())
-        aug = _augmenter(augment)
-        pool = []
-        # kornia draws from the global RNG: seed it here without disturbing the caller's stream
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            torch.manual_seed(seed)
-            for _ in tqdm(range(max(1, augment.pool_size)), desc="encode augmented frames", leave=False):
-                pool.append(encode_latents(vae, aug(source).clamp(0, 1)).cpu())
-    finally:
-        vae.to("cpu")
-        clip.to("cpu")
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-    return TrainingTensors(
-        anchor_latents=anchor_latents,
-        anchor_mask=anchor_mask,
-        anchor_cond_latents=torch.cat(cond_a),
-        anchor_image_embeds=embeds_a,
-        source_pool=torch.stack(pool),
-        source_cond_latents=torch.stack(cond_s),
-        source_image_embeds=embeds_s,
-        meta={"latent_factor": factor, "valid_latent_fraction": float(anchor_mask.mean())},
-    )
-
-
-def _augmenter(config: AugmentConfig) -> torch.nn.Module:
-    import kornia.augmentation as K
-
-    return torch.nn.Sequential(
-        _FrameSizedCrop(config),
-        K.ColorJitter(config.brightness, config.contrast, config.saturation, config.hue, p=1.0),
-        K.RandomHorizontalFlip(p=config.hflip),
-    )
-
-
-class _FrameSizedCrop(torch.nn.Module):
-    """kornia ``RandomResizedCrop`` whose output size is the input frame's size."""
-
-    def __init__(self, config: AugmentConfig) -> None:
-        super().__init__()
-        self.config = config
-
-    def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        import kornia.augmentation as K
-
-        h, w = frames.shape[-2:]
-        lo, hi = self.config.crop_ratio
-        crop = K.RandomResizedCrop(size=(h, w), scale=self.config.crop_scale, ratio=(lo * w / h, hi * w / h), p=1.0)
-        return crop(frames)

@@ -13,8 +13,10 @@ the CPU (the data module encodes everything once), and checkpoints hold only the
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -35,7 +37,7 @@ from recapture.adaptation import (
     temporal_bypass,
 )
 from recapture.sampling import RefineConfig, SamplingConfig
-from recapture.utils import RecaptureError
+from recapture.utils import RecaptureError, hash_inputs
 
 log = logging.getLogger(__name__)
 
@@ -125,35 +127,61 @@ class ReCaptureModule(LightningModule):
     # ------------------------------------------------------------------ components
     @property
     def components(self) -> SVDComponents:
-        """The SVD parts, loaded (and given the two LoRAs) on first use."""
-        if self._components is None:
-            self._components = load_components(self.components_config)
-            unet = self._components.unet
-            unet.requires_grad_(False)
-            self._components.vae.requires_grad_(False)
-            self._components.image_encoder.requires_grad_(False)
-            add_recapture_adapters(unet, self.lora)
-            # trainable LoRA weights in fp32 even over fp16/bf16 frozen weights: optimiser states and
-            # small updates need the precision (autocast casts them per matmul)
-            for name in ("spatial", "temporal"):
-                for p in adapter_parameters(unet, name):
-                    p.data = p.data.float()
-            if self.gradient_checkpointing:
-                unet.enable_gradient_checkpointing()
-            self.unet = unet  # the only registered submodule
-        return self._components
+        """The SVD parts with both LoRAs (loaded by :meth:`load_parts` on first use)."""
+        return self.load_parts()
+
+    def load_parts(self, device: torch.device | str | None = None, precision: str | None = None) -> SVDComponents:
+        """Load the SVD parts once, for ``device`` (default: the attached trainer's), and add the LoRAs.
+
+        The base weights are frozen; the LoRAs are float32 whatever the base dtype; gradient
+        checkpointing is enabled when configured. The parts stay on the CPU: Lightning moves the UNet
+        (the only registered submodule) and each stage places the VAE and image encoder itself.
+        """
+        if self._components is not None:
+            return self._components
+        trainer = getattr(self, "_trainer", None)
+        if device is None and trainer is not None:
+            device, precision = trainer.strategy.root_device, str(trainer.precision)
+        parts = load_components(self.components_config, device=device, precision=precision)
+        unet = parts.unet
+        for module in (unet, parts.vae, parts.image_encoder):
+            module.requires_grad_(False)
+        add_recapture_adapters(unet, self.lora)
+        if self.gradient_checkpointing:
+            unet.enable_gradient_checkpointing()
+        self.unet = unet  # the only registered submodule
+        self._components = parts
+        return parts
 
     def components_id(self) -> str:
-        """Identifies the frozen weights (for latent caches)."""
+        """Identifies the frozen weights and their dtypes (latent caches are keyed by it)."""
         c = self.components_config
-        return f"tiny-{c.tiny_seed}" if c.tiny else f"{c.pretrained}:{c.variant}"
+        parts = self.load_parts()
+        dtypes = f"vae={parts.vae.dtype},clip={parts.image_encoder.dtype}"
+        if c.tiny:
+            return f"tiny-{c.tiny_seed}:{dtypes}"
+        return f"{c.pretrained}:{c.variant}:{dtypes}:{_weights_fingerprint(c.pretrained)}"
 
     def configure_model(self) -> None:
-        self.components  # noqa: B018 - builds the parts before the strategy moves them
+        self.load_parts()  # builds the parts before the strategy moves the UNet
 
     # ------------------------------------------------------------------ training
+    def step_kind(self) -> Kind:
+        """Kind of the current global step (``temporal`` or ``spatial``)."""
+        return self.schedule.kind(self.global_step)
+
+    def step_context(self, kind: Kind) -> contextlib.AbstractContextManager[Any]:
+        """What a step of ``kind`` runs under: the temporal bypass for spatial steps.
+
+        Entered for the forward pass (``training_step``) and again for the backward pass
+        (:meth:`backward`), so checkpointed blocks recomputed during backward are bypassed too.
+        """
+        if kind == "spatial":
+            return temporal_bypass(self.unet, skip_compute=self.bypass_skip_compute)
+        return contextlib.nullcontext()
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        kind = self.schedule.kind(self.global_step)
+        kind = self.step_kind()
         set_trainable_adapter(self.unet, kind)
         if kind == "temporal":
             latents = batch["temporal_latents"]
@@ -168,19 +196,22 @@ class ReCaptureModule(LightningModule):
             self.objective.fps, self.objective.motion_bucket_id, self.objective.noise_aug_strength, b
         ).to(latents)
         drop = torch.rand(b, device=latents.device) < self.objective.conditioning_dropout
-        if kind == "temporal":
+        with self.step_context(kind):
             out = edm_loss(self.unet, latents, cond, embeds, time_ids, mask=mask, config=self.objective,
                            drop_conditioning=drop)
-        else:
-            with temporal_bypass(self.unet, skip_compute=self.bypass_skip_compute):
-                out = edm_loss(self.unet, latents, cond, embeds, time_ids, config=self.objective,
-                               drop_conditioning=drop)
         self.log(f"train/loss_{kind}", out.loss, prog_bar=True, batch_size=b)
         self.log("train/loss", out.loss, batch_size=b)
+        # the learning rate, logged here rather than by LearningRateMonitor (which needs a logger)
+        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=b)
         return out.loss
 
+    def backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
+        """Lightning's backward, under the same step context as the forward (see :meth:`step_context`)."""
+        with self.step_context(self.step_kind()):
+            super().backward(loss, *args, **kwargs)
+
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
-        self.components  # noqa: B018
+        self.load_parts()
         return adapter_parameters(self.unet, "spatial") + adapter_parameters(self.unet, "temporal")
 
     def configure_optimizers(self) -> Any:
@@ -204,3 +235,16 @@ class ReCaptureModule(LightningModule):
                 f"the checkpoint has no weights for {len(missing)} LoRA tensors (e.g. {missing[0]}): it was "
                 "saved with other LoRA settings (rank/targets); use the same model.lora as the run that wrote it"
             )
+
+
+def _weights_fingerprint(pretrained: str | None) -> str:
+    """Names, sizes and modification times of a local weights directory's files ('' for a hub id).
+
+    Replacing the weights in a directory changes the fingerprint, so latents encoded with the old
+    weights are not reused.
+    """
+    path = Path(pretrained or "").expanduser()
+    if not pretrained or not path.is_dir():
+        return ""
+    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in {".safetensors", ".bin", ".json"})
+    return hash_inputs([(str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns) for p in files])

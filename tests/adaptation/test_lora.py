@@ -59,7 +59,7 @@ def test_adapters_wrap_exactly_the_expected_modules(tiny) -> None:
             for adapter in module.lora_A:
                 wrapped[adapter].append(name)
     assert sorted(wrapped["spatial"]) == _expected(ATTENTIONS, "transformer_blocks")
-    assert sorted(wrapped["temporal"]) == _expected(ATTENTIONS, "temporal_transformer_blocks")
+    assert sorted(wrapped["temporal"]) == _temporal_linear(ATTENTIONS)
     assert lora_target_modules(tiny.unet, "spatial") == sorted(wrapped["spatial"])
     assert all("temporal" not in n for n in wrapped["spatial"])
     # Ranks and the default alpha (= rank, scale 1).
@@ -71,15 +71,42 @@ def test_adapters_wrap_exactly_the_expected_modules(tiny) -> None:
     assert len(adapter_parameters(tiny.unet, "spatial")) == 2 * 4 * len(ATTENTIONS)
 
 
-def test_temporal_cross_attention_option(tiny) -> None:
-    add_recapture_adapters(tiny.unet, LoRAConfig(rank=2, alpha=4.0, temporal_cross_attention=True))
-    names = lora_target_modules(tiny.unet, "temporal", LoRAConfig(temporal_cross_attention=True))
-    expected = _expected(ATTENTIONS, "temporal_transformer_blocks", "attn1") + _expected(
-        ATTENTIONS, "temporal_transformer_blocks", "attn2"
+def _temporal_linear(prefixes: list[str]) -> list[str]:
+    """Every nn.Linear of the temporal transformer blocks (the paper's temporal LoRA)."""
+    ff = ["ff_in.net.0.proj", "ff_in.net.2", "ff.net.0.proj", "ff.net.2"]
+    attn = _expected(prefixes, "temporal_transformer_blocks", "attn1") + _expected(
+        prefixes, "temporal_transformer_blocks", "attn2"
     )
+    return sorted(attn + [f"{p}.temporal_transformer_blocks.0.{f}" for p in prefixes for f in ff])
+
+
+def test_default_temporal_targets_are_every_linear_layer_of_the_temporal_blocks(tiny) -> None:
+    """The paper: "the linear layers of the temporal transformer blocks" (attention and feed-forward)."""
+    import torch.nn as nn
+
+    every_linear = sorted(
+        n for n, m in tiny.unet.named_modules() if isinstance(m, nn.Linear) and ".temporal_transformer_blocks." in n
+    )
+    assert lora_target_modules(tiny.unet, "temporal") == every_linear == _temporal_linear(ATTENTIONS)
+
+
+@pytest.mark.parametrize(
+    "targets, attns",
+    [("attention", ("attn1", "attn2")), ("self_attention", ("attn1",))],
+)
+def test_narrower_temporal_target_options(tiny, targets, attns) -> None:
+    config = LoRAConfig(rank=2, alpha=4.0, temporal_targets=targets)
+    add_recapture_adapters(tiny.unet, config)
+    names = lora_target_modules(tiny.unet, "temporal", config)
+    expected = [n for a in attns for n in _expected(ATTENTIONS, "temporal_transformer_blocks", a)]
     assert names == sorted(expected)
     layer = tiny.unet.get_submodule(names[0])
     assert "temporal" in layer.lora_A and layer.scaling["temporal"] == 2.0
+
+
+def test_unknown_temporal_targets_is_a_clear_error(tiny) -> None:
+    with pytest.raises(RecaptureError, match="temporal_targets"):
+        add_recapture_adapters(tiny.unet, LoRAConfig(temporal_targets="ffn"))
 
 
 def test_both_adapters_active_and_each_changes_output(tiny, unet_inputs, run_unet, perturb_adapter) -> None:
@@ -169,3 +196,42 @@ def test_load_lora_with_missing_files(tiny, tmp_path) -> None:
     (empty / "adapter_model.bin").write_bytes(b"")
     with pytest.raises(RecaptureError, match=rf"empty.*{LORA_WEIGHT_NAME}.*adapter_model.bin"):
         load_lora(tiny.unet, "spatial", empty)
+
+
+@pytest.mark.parametrize("base_dtype", [torch.float16, torch.bfloat16])
+def test_loaded_lora_keeps_the_trained_float32_values_bitwise(tmp_path, perturb_adapter, base_dtype) -> None:
+    """diffusers casts loaded LoRA weights to the base dtype; generation after `generate` must equal fit's."""
+    trained = build_tiny_components()
+    add_recapture_adapters(trained.unet)
+    perturb_adapter(trained.unet, "temporal", scale=0.1234567)
+    save_lora(trained.unet, "temporal", tmp_path / "temporal")
+    fresh = build_tiny_components()
+    fresh.unet.to(base_dtype)
+    add_recapture_adapters(fresh.unet)
+    load_lora(fresh.unet, "temporal", tmp_path / "temporal")
+    got, want = adapter_parameters(fresh.unet, "temporal"), adapter_parameters(trained.unet, "temporal")
+    assert all(p.dtype == torch.float32 for p in got)
+    assert all(torch.equal(a, b) for a, b in zip(got, want, strict=True))
+
+
+def test_truncated_or_foreign_lora_file_is_a_clear_error(tmp_path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    trained = build_tiny_components()
+    add_recapture_adapters(trained.unet, LoRAConfig(rank=4))
+    save_lora(trained.unet, "spatial", tmp_path / "spatial")
+    weights = tmp_path / "spatial" / LORA_WEIGHT_NAME
+    # a LoRA of another model: same module names, other widths
+    with safe_open(str(weights), framework="pt") as f:
+        metadata = f.metadata()
+    foreign = {k: torch.zeros(v.shape[0], v.shape[1] * 2) for k, v in load_file(weights).items()}
+    save_file(foreign, str(tmp_path / "foreign.safetensors"), metadata=metadata)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "foreign.safetensors").rename(tmp_path / "other" / LORA_WEIGHT_NAME)
+    other = build_tiny_components()
+    add_recapture_adapters(other.unet, LoRAConfig(rank=4))
+    with pytest.raises(RecaptureError, match="same model.components and model.lora"):
+        load_lora(other.unet, "spatial", tmp_path / "other")
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(RecaptureError, match="truncated or corrupt"):
+        load_lora(other.unet, "spatial", tmp_path / "spatial")
