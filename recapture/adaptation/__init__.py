@@ -5,19 +5,15 @@ Plain torch (no Lightning): the LightningModule in :mod:`recapture.training` and
 """
 
 from recapture.adaptation.bypass import temporal_bypass
+from recapture.adaptation.clip import CLIP_MEAN, CLIP_SIZE, CLIP_STD, clip_preprocess
 from recapture.adaptation.components import (
     ComponentsConfig,
     PeftUNetSpatioTemporalConditionModel,
     SVDComponents,
-    build_tiny_components,
-    clip_preprocess,
     enable_peft,
-    load_components,
-    resolve_components,
-    save_components,
     svd_scheduler,
-    weights_dtype,
 )
+from recapture.adaptation.loading import load_components, resolve_components, save_components, weights_dtype
 from recapture.adaptation.lora import (
     ADAPTER_NAMES,
     LORA_WEIGHT_NAME,
@@ -49,9 +45,13 @@ from recapture.adaptation.objective import (
     mask_to_latent,
     sample_sigma,
 )
+from recapture.adaptation.tiny import build_tiny_components
 
 __all__ = [
     "ADAPTER_NAMES",
+    "CLIP_MEAN",
+    "CLIP_SIZE",
+    "CLIP_STD",
     "LORA_WEIGHT_NAME",
     "SPATIAL_PATTERN",
     "TEMPORAL_CROSS_PATTERN",

@@ -29,7 +29,8 @@ from typing import Literal
 import torch.nn as nn
 from diffusers import UNetSpatioTemporalConditionModel
 
-from recapture.adaptation.components import _quiet_dtype_cast_warning, enable_peft
+from recapture.adaptation.components import enable_peft
+from recapture.adaptation.quiet import quiet_dtype_cast_warning
 from recapture.utils import RecaptureError, atomic_path
 
 __all__ = [
@@ -306,7 +307,7 @@ def save_lora(unet: UNetSpatioTemporalConditionModel, name: str, directory: str 
     """
     _check_names(unet, [name])
     directory = Path(directory)
-    with atomic_path(directory) as tmp, _quiet_dtype_cast_warning():
+    with atomic_path(directory) as tmp, quiet_dtype_cast_warning():
         unet.save_lora_adapter(tmp, adapter_name=name, safe_serialization=True, weight_name=LORA_WEIGHT_NAME)
     return directory
 

@@ -29,7 +29,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from recapture.adaptation.components import clip_preprocess
+from recapture.adaptation.clip import clip_preprocess
 from recapture.utils import RecaptureError
 
 __all__ = [

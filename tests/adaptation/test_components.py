@@ -55,7 +55,7 @@ def test_save_load_roundtrip_through_from_pretrained(tiny, tiny_dir, unet_inputs
     assert json.loads((tiny_dir / "unet" / "config.json").read_text())["_class_name"] == (
         "UNetSpatioTemporalConditionModel"
     )
-    with caplog.at_level(logging.INFO, logger="recapture.adaptation.components"):
+    with caplog.at_level(logging.INFO, logger="recapture.adaptation.loading"):
         loaded = load_components(
             ComponentsConfig(pretrained=str(tiny_dir))
         )  # fp16 variant absent: falls back

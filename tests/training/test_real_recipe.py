@@ -138,7 +138,7 @@ def test_latent_cache_key_includes_the_dtype() -> None:
 
 
 def test_fp16_on_cpu_loads_as_bf16_or_fp32_with_one_log_line(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="recapture.adaptation.components"):
+    with caplog.at_level(logging.INFO, logger="recapture.adaptation.loading"):
         assert weights_dtype("float16", "cpu", "bf16-mixed") == torch.bfloat16
         assert weights_dtype("float16", torch.device("cpu"), "32-true") == torch.float32
     assert len([r for r in caplog.records if "float16 is slow on a CPU" in r.message]) == 2
