@@ -29,6 +29,12 @@ TOOL_COMMANDS: dict[str, str] = {
     "evaluate": "recapture.metrics.command:evaluate",
 }
 
+# Commands with their own LightningCLI (their own module and data classes): name -> "module:function".
+# The function takes the arguments after the command name and ``in_process``.
+OWN_CLI_COMMANDS: dict[str, str] = {
+    "pretrain": "recapture.training.pretrain.cli:run_pretrain",
+}
+
 # Lightning subcommands: the standard ones plus those the ReCapture trainer adds (see training.cli).
 LIGHTNING_COMMANDS: dict[str, str] = {
     "fit": "Train: masked temporal-LoRA and spatial-LoRA fine-tuning (LightningCLI).",
@@ -59,6 +65,7 @@ def _overview() -> str:
     ]
     for name, doc in _lightning_commands().items():
         lines.append(f"  {name:<12} {doc}")
+    lines.append(f"  {'pretrain':<12} Train the project's own small SVD-architecture prior on procedural scenes.")
     lines += ["", "Tool commands:"]
     for name, target in TOOL_COMMANDS.items():
         try:
@@ -98,6 +105,11 @@ def run_tool(name: str, args: Sequence[str]) -> Any:
     return func(**kwargs)
 
 
+def _run_own_cli(name: str, args: Sequence[str], in_process: bool) -> Any:
+    """Run a command of :data:`OWN_CLI_COMMANDS` (e.g. ``pretrain``) with the arguments after its name."""
+    return _load(OWN_CLI_COMMANDS[name])(list(args), in_process=in_process)
+
+
 def cli_main(args: Sequence[str] | None = None) -> Any:
     """Entry point of the ``recapture`` console script; callable in-process with a list of args."""
     in_process = args is not None
@@ -112,6 +124,8 @@ def cli_main(args: Sequence[str] | None = None) -> Any:
         print(f"recapture {__version__}")
         return None
     command = args[0]
+    if command in OWN_CLI_COMMANDS:
+        return _run_own_cli(command, args[1:], in_process)
     if command in TOOL_COMMANDS:
         from recapture.utils import RecaptureError
 

@@ -192,8 +192,9 @@ def test_console_user_errors_exit_2_without_traceback(tmp_path: Path) -> None:
 
 
 def test_every_config_file_is_parsed_by_some_test() -> None:
-    """Main configs and overlays are parsed here; benchmarks and sweeps in tests/data/test_kubric_sweep.py."""
-    groups = {"configs", "trajectories", "loggers", "benchmarks", "sweeps"}
+    """Main configs and overlays are parsed here; benchmarks and sweeps in tests/data/test_kubric_sweep.py;
+    pretraining recipes in tests/training/test_pretrain.py."""
+    groups = {"configs", "trajectories", "loggers", "benchmarks", "sweeps", "pretrain"}
     stray = [p for p in CONFIGS if p.parent.name not in groups]
     assert not stray, f"configs outside the parsed groups (add a parse test): {stray}"
     assert len(MAIN_CONFIGS) >= 2 and len(OVERLAYS) >= 9

@@ -1,0 +1,370 @@
+"""A small video prior of the real SVD architecture, trained by the project itself: sizes and VAE losses.
+
+Plain torch (no Lightning); :mod:`recapture.training.pretrain` trains these parts. Each size is a
+dataclass whose fields map one-to-one onto the constructor arguments of the real classes
+(``AutoencoderKLTemporalDecoder``, ``UNetSpatioTemporalConditionModel``,
+``CLIPVisionModelWithProjection``), so a prior is the real architecture with small numbers and the
+set it produces loads with :func:`recapture.adaptation.load_components` and the stock
+``StableVideoDiffusionPipeline``.
+
+Conventions: video ``(B, T, 3, H, W)`` float in [0, 1]; the VAE works in [-1, 1] internally;
+latents are ``(B, T, C, h, w)`` with ``h = H / factor``, scaled by ``vae.config.scaling_factor``
+(fitted by :func:`fit_scaling_factor` so that they have unit standard deviation, as SVD's do).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+import torch.nn as nn
+from diffusers import AutoencoderKLTemporalDecoder
+from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+from recapture.adaptation.clip import CLIP_SIZE
+from recapture.adaptation.components import (
+    PeftUNetSpatioTemporalConditionModel,
+    SVDComponents,
+    svd_scheduler,
+)
+from recapture.utils import RecaptureError
+
+__all__ = [
+    "ImageEncoderSize",
+    "UNetSize",
+    "VAELoss",
+    "VAESize",
+    "assemble_components",
+    "count_parameters",
+    "fit_scaling_factor",
+    "reconstruct",
+    "seeded",
+    "vae_reconstruction_loss",
+    "weights_bytes",
+]
+
+_GROUPS = 32  # GroupNorm groups of every diffusers block used here: channels must be multiples of 32
+
+
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Draw from the global torch RNG seeded with ``seed`` inside the block; the caller's stream is restored."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def _check_channels(name: str, channels: tuple[int, ...]) -> None:
+    if not channels or any(c <= 0 or c % _GROUPS for c in channels):
+        raise RecaptureError(
+            f"{name}={tuple(channels)} must be non-empty multiples of {_GROUPS} (GroupNorm has {_GROUPS} "
+            "groups), e.g. (32, 64, 64)"
+        )
+
+
+@dataclass
+class VAESize:
+    """Size of the temporal-decoder VAE (``AutoencoderKLTemporalDecoder``).
+
+    Args:
+        block_out_channels: channels per resolution level, multiples of 32; ``L`` levels give a
+            spatial factor of ``2 ** (L - 1)`` (3 levels: 4x, 4 levels: 8x like SVD).
+        layers_per_block: ResNet layers per encoder level (the decoder has one more per level).
+        latent_channels: latent channels (SVD: 4; the UNet's input has twice as many).
+        initial_logvar: the posterior log-variance the fresh encoder outputs everywhere (its
+            log-variance rows start at zero weight and this bias). A fresh diffusers VAE starts at
+            about 0 (posterior std 1, far above its latents' scale), so the decoder first sees mostly
+            noise and a short training run stalls at blurry colours; -6 (std 0.05) lets it learn from
+            the start. None keeps diffusers' initialisation.
+    """
+
+    block_out_channels: tuple[int, ...] = (32, 64, 64)
+    layers_per_block: int = 1
+    latent_channels: int = 4
+    initial_logvar: float | None = -6.0
+
+    @property
+    def factor(self) -> int:
+        """Pixels per latent along each axis."""
+        return 2 ** (len(self.block_out_channels) - 1)
+
+    def build(self, seed: int = 0) -> AutoencoderKLTemporalDecoder:
+        """The VAE with seeded random weights (``scaling_factor`` 1 until :func:`fit_scaling_factor`)."""
+        _check_channels("vae.block_out_channels", self.block_out_channels)
+        if self.layers_per_block < 1 or self.latent_channels < 1:
+            raise RecaptureError(
+                f"vae.layers_per_block={self.layers_per_block} and vae.latent_channels={self.latent_channels} "
+                "must be >= 1"
+            )
+        with seeded(seed):
+            vae = AutoencoderKLTemporalDecoder(
+                in_channels=3,
+                out_channels=3,
+                down_block_types=("DownEncoderBlock2D",) * len(self.block_out_channels),
+                block_out_channels=tuple(self.block_out_channels),
+                layers_per_block=self.layers_per_block,
+                latent_channels=self.latent_channels,
+                sample_size=64,
+                scaling_factor=1.0,
+                force_upcast=False,  # trained in float32: nothing to upcast
+            )
+        if self.initial_logvar is not None:
+            with torch.no_grad():  # moments = (mean, logvar) along channels, after quant_conv
+                vae.quant_conv.weight[self.latent_channels :].zero_()
+                vae.quant_conv.bias[self.latent_channels :].fill_(self.initial_logvar)
+        return vae
+
+
+@dataclass
+class UNetSize:
+    """Size of the spatio-temporal denoiser (``UNetSpatioTemporalConditionModel``).
+
+    Every level but the last has spatial+temporal cross-attention, as in SVD (whose last level has
+    none either); the input and output channel counts come from the VAE and the cross-attention
+    width from the image encoder (:meth:`build`).
+
+    Args:
+        block_out_channels: channels per level, multiples of 32 (SVD: 320, 640, 1280, 1280).
+        layers_per_block: ResNet (+ attention) layers per down level (SVD: 2).
+        attention_head_dim: channels per attention head (heads per level = channels / this).
+        addition_time_embed_dim: width of each of the 3 micro-conditioning embeddings (SVD: 256).
+    """
+
+    block_out_channels: tuple[int, ...] = (32, 64, 64)
+    layers_per_block: int = 1
+    attention_head_dim: int = 32
+    addition_time_embed_dim: int = 16
+
+    def block_types(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """``(down_block_types, up_block_types)``: cross-attention everywhere but the lowest level."""
+        n = len(self.block_out_channels)
+        down = ("CrossAttnDownBlockSpatioTemporal",) * (n - 1) + ("DownBlockSpatioTemporal",)
+        up = ("UpBlockSpatioTemporal",) + ("CrossAttnUpBlockSpatioTemporal",) * (n - 1)
+        return down, up
+
+    def build(
+        self,
+        latent_channels: int,
+        cross_attention_dim: int,
+        num_frames: int,
+        sample_size: int,
+        seed: int = 0,
+    ) -> PeftUNetSpatioTemporalConditionModel:
+        """The UNet with seeded random weights.
+
+        Args:
+            latent_channels: the VAE's latent channels (UNet input: twice that, output: that).
+            cross_attention_dim: the image encoder's ``projection_dim``.
+            num_frames: default clip length stored in the config (the stock pipeline's default).
+            sample_size: latent height stored in the config (the pipeline's default size).
+            seed: seed of the weights.
+        """
+        _check_channels("unet.block_out_channels", self.block_out_channels)
+        if len(self.block_out_channels) < 2:
+            raise RecaptureError(f"unet.block_out_channels={self.block_out_channels} needs at least 2 levels")
+        if any(c % self.attention_head_dim for c in self.block_out_channels):
+            raise RecaptureError(
+                f"unet.attention_head_dim={self.attention_head_dim} must divide every block width "
+                f"{tuple(self.block_out_channels)}"
+            )
+        down, up = self.block_types()
+        with seeded(seed):
+            return PeftUNetSpatioTemporalConditionModel(
+                sample_size=sample_size,
+                in_channels=2 * latent_channels,
+                out_channels=latent_channels,
+                down_block_types=down,
+                up_block_types=up,
+                block_out_channels=tuple(self.block_out_channels),
+                layers_per_block=self.layers_per_block,
+                cross_attention_dim=cross_attention_dim,
+                num_attention_heads=tuple(c // self.attention_head_dim for c in self.block_out_channels),
+                addition_time_embed_dim=self.addition_time_embed_dim,
+                projection_class_embeddings_input_dim=3 * self.addition_time_embed_dim,
+                num_frames=num_frames,
+            )
+
+
+@dataclass
+class ImageEncoderSize:
+    """Size of the CLIP image encoder (``CLIPVisionModelWithProjection``, 224x224 input as in SVD).
+
+    Args:
+        hidden_size: transformer width.
+        num_hidden_layers: transformer layers.
+        num_attention_heads: heads (must divide ``hidden_size``).
+        intermediate_size: MLP width.
+        patch_size: pixels per patch side (224 / 32 = 7x7 patches).
+        projection_dim: embedding width = the UNet's ``cross_attention_dim`` (SVD: 1024).
+    """
+
+    hidden_size: int = 64
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 4
+    intermediate_size: int = 128
+    patch_size: int = 32
+    projection_dim: int = 64
+
+    def build(self, seed: int = 0) -> CLIPVisionModelWithProjection:
+        """The image encoder with seeded random weights (transformers' own initialisation)."""
+        if self.hidden_size % self.num_attention_heads or CLIP_SIZE % self.patch_size:
+            raise RecaptureError(
+                f"image_encoder: num_attention_heads={self.num_attention_heads} must divide hidden_size="
+                f"{self.hidden_size} and patch_size={self.patch_size} must divide {CLIP_SIZE}"
+            )
+        config = CLIPVisionConfig(
+            hidden_size=self.hidden_size,
+            projection_dim=self.projection_dim,
+            intermediate_size=self.intermediate_size,
+            num_hidden_layers=self.num_hidden_layers,
+            num_attention_heads=self.num_attention_heads,
+            image_size=CLIP_SIZE,
+            patch_size=self.patch_size,
+        )
+        with seeded(seed):
+            return CLIPVisionModelWithProjection(config)
+
+
+class VAELoss(NamedTuple):
+    """Result of :func:`vae_reconstruction_loss`.
+
+    Attributes:
+        loss: scalar, ``reconstruction + kl_weight * kl``.
+        reconstruction: scalar, mean per-pixel reconstruction error (L1 or squared, in [-1, 1] units).
+        kl: scalar, mean KL divergence per latent element to N(0, 1).
+        decoded: ``(B, T, 3, H, W)`` the reconstruction in [0, 1] (not clamped, detached).
+    """
+
+    loss: torch.Tensor
+    reconstruction: torch.Tensor
+    kl: torch.Tensor
+    decoded: torch.Tensor
+
+
+def _check_clip_batch(video: torch.Tensor, factor: int) -> None:
+    if video.ndim != 5 or video.shape[2] != 3:
+        raise RecaptureError(f"video must have shape (B, T, 3, H, W) in [0, 1], got {tuple(video.shape)}")
+    h, w = video.shape[-2:]
+    if h % factor or w % factor:
+        raise RecaptureError(f"frame size {h}x{w} is not a multiple of the VAE factor {factor}; use e.g. 64x96")
+
+
+def _vae_factor(vae: nn.Module) -> int:
+    return 2 ** (len(vae.config.block_out_channels) - 1)
+
+
+def vae_reconstruction_loss(
+    vae: AutoencoderKLTemporalDecoder,
+    video: torch.Tensor,
+    kl_weight: float = 1e-6,
+    reconstruction: str = "l1",
+    generator: torch.Generator | None = None,
+) -> VAELoss:
+    """Autoencoding loss of whole clips: encode every frame, sample the posterior, decode with the temporal decoder.
+
+    Args:
+        vae: the temporal-decoder VAE.
+        video: ``(B, T, 3, H, W)`` in [0, 1]; H and W multiples of the VAE factor.
+        kl_weight: weight of the mean KL term (keeps the posterior near N(0, 1) and its variance small).
+        reconstruction: ``"l1"`` (sharper) or ``"mse"`` (optimises PSNR directly).
+        generator: randomness of the posterior sample.
+
+    Returns:
+        :class:`VAELoss`.
+    """
+    if reconstruction not in ("l1", "mse"):
+        raise RecaptureError(f"reconstruction={reconstruction!r} must be 'l1' or 'mse'")
+    _check_clip_batch(video, _vae_factor(vae))
+    b, t = video.shape[:2]
+    x = video.reshape(b * t, *video.shape[2:]) * 2.0 - 1.0
+    posterior = vae.encode(x).latent_dist
+    z = posterior.sample(generator)
+    decoded = vae.decode(z, num_frames=t).sample.float()
+    err = decoded - x.float()
+    rec = err.abs().mean() if reconstruction == "l1" else err.pow(2).mean()
+    kl = posterior.kl().float().sum() / z.numel()
+    loss = rec + kl_weight * kl
+    out = (decoded.detach().reshape(video.shape) + 1.0) / 2.0
+    return VAELoss(loss=loss, reconstruction=rec.detach(), kl=kl.detach(), decoded=out)
+
+
+@torch.no_grad()
+def reconstruct(vae: AutoencoderKLTemporalDecoder, video: torch.Tensor) -> torch.Tensor:
+    """Encode (posterior mode) and decode clips: ``(B, T, 3, H, W)`` -> ``(B, T, 3, H, W)`` in [0, 1] (clamped)."""
+    _check_clip_batch(video, _vae_factor(vae))
+    b, t = video.shape[:2]
+    dtype = next(vae.parameters()).dtype
+    x = (video.reshape(b * t, *video.shape[2:]) * 2.0 - 1.0).to(dtype)
+    decoded = vae.decode(vae.encode(x).latent_dist.mode(), num_frames=t).sample.float()
+    return ((decoded + 1.0) / 2.0).clamp(0, 1).reshape(video.shape)
+
+
+@torch.no_grad()
+def fit_scaling_factor(vae: AutoencoderKLTemporalDecoder, video: torch.Tensor) -> float:
+    """``1 / std`` of the posterior means of ``video``: latents times it have unit standard deviation.
+
+    SVD's latents have about unit std; with another scale nearly every EDM noise level would be
+    either pure noise or no noise for the denoiser (see ``shared/specs/svd-adaptation.md``).
+
+    Args:
+        vae: the trained VAE.
+        video: ``(B, T, 3, H, W)`` in [0, 1], representative clips (a few training clips).
+
+    Returns:
+        the factor to store as ``vae.config.scaling_factor``.
+    """
+    _check_clip_batch(video, _vae_factor(vae))
+    dtype = next(vae.parameters()).dtype
+    x = (video.flatten(0, 1) * 2.0 - 1.0).to(dtype)
+    means = torch.cat([vae.encode(chunk).latent_dist.mode().float() for chunk in x.split(16)])
+    return float(1.0 / means.std().clamp_min(1e-6))
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Number of parameters of ``module``."""
+    return sum(p.numel() for p in module.parameters())
+
+
+def weights_bytes(*modules: nn.Module) -> int:
+    """Bytes of the modules' parameters and buffers in their dtype (about their safetensors size)."""
+    total = 0
+    for module in modules:
+        for t in list(module.parameters()) + list(module.buffers()):
+            total += t.numel() * t.element_size()
+    return total
+
+
+def assemble_components(
+    vae: AutoencoderKLTemporalDecoder,
+    unet: nn.Module,
+    image_encoder: CLIPVisionModelWithProjection,
+    num_frames: int,
+) -> SVDComponents:
+    """The trained parts as an :class:`SVDComponents` set (SVD's EDM scheduler, CLIP normalisation).
+
+    Args:
+        vae: the VAE with its fitted ``scaling_factor``.
+        unet: the UNet (``in_channels`` = 2 x the VAE's latent channels).
+        image_encoder: the CLIP image encoder (``projection_dim`` = the UNet's cross-attention width).
+        num_frames: clip length the prior was trained on.
+    """
+    from recapture.adaptation.components import enable_peft
+
+    latent = vae.config.latent_channels
+    if unet.config.in_channels != 2 * latent or unet.config.cross_attention_dim != image_encoder.config.projection_dim:
+        raise RecaptureError(
+            f"parts do not fit: UNet in_channels={unet.config.in_channels} (needs {2 * latent}) and "
+            f"cross_attention_dim={unet.config.cross_attention_dim} (needs the image encoder's projection_dim="
+            f"{image_encoder.config.projection_dim}); build the UNet with UNetSize.build"
+        )
+    return SVDComponents(
+        unet=enable_peft(unet),
+        vae=vae,
+        image_encoder=image_encoder,
+        scheduler=svd_scheduler(),
+        feature_extractor=None,
+        num_frames_default=num_frames,
+    )
