@@ -25,7 +25,11 @@ from recapture.utils import RecaptureError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["hub_offline", "looks_like_hub_id", "resolve_model"]
+__all__ = ["SHIPPED_MODELS", "hub_offline", "looks_like_hub_id", "resolve_model", "shipped_model"]
+
+# models that ship inside the package (name -> folder under recapture/assets), loadable by name
+SHIPPED_MODELS: dict[str, str] = {"recapture-tiny": "recapture-tiny"}
+_SHIPPED_CHECKED = ("unet/", "vae/", "image_encoder/", "scheduler/", "feature_extractor/", "model_index.json")
 
 
 def hub_offline() -> bool:
@@ -36,6 +40,32 @@ def hub_offline() -> bool:
 def looks_like_hub_id(source: str) -> bool:
     """``owner/name`` with no path syntax (``./``, ``/``, ``~``, backslashes, more slashes)."""
     return not source.startswith(("/", ".", "~")) and source.count("/") == 1 and "\\" not in source
+
+
+def shipped_model(name: str) -> Path | None:
+    """The folder of a model shipped with the package (``recapture-tiny``), checksums verified; None otherwise.
+
+    Raises:
+        RecaptureError: the name is a shipped model but its files are missing or differ from its
+            ``checksums.json`` (a broken install or an edited file).
+    """
+    if name not in SHIPPED_MODELS:
+        return None
+    from recapture.checksums import verify_checksums
+
+    folder = Path(__file__).parent / "assets" / SHIPPED_MODELS[name]
+    if not (folder / "checksums.json").is_file():
+        raise RecaptureError(
+            f"the shipped model {name!r} is not installed ({folder} has no checksums.json): reinstall recapture "
+            "(pip install -e .) from a complete checkout"
+        )
+    bad = verify_checksums(folder, only=_SHIPPED_CHECKED)
+    if bad:
+        raise RecaptureError(
+            f"the shipped model {name!r} in {folder} does not match its checksums.json ({', '.join(bad[:4])}): "
+            "restore the files (git checkout recapture/assets) or reinstall recapture"
+        )
+    return folder
 
 
 def _check_required(path: Path, required: Sequence[str], what: str, source: str) -> None:

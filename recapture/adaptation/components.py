@@ -145,7 +145,9 @@ class ComponentsConfig:
 
     Attributes:
         pretrained: hub id (``stabilityai/stable-video-diffusion-img2vid``, ``...-img2vid-xt``) or a
-            local directory in ``save_pretrained`` layout. Ignored when ``tiny`` is set.
+            local directory in ``save_pretrained`` layout, or ``recapture-tiny``: the project's own small
+            prior shipped with the package (8 frames of 64x96, trained on procedural scenes; see
+            ``recapture/assets/recapture-tiny/model_card.md``). Ignored when ``tiny`` is set.
         variant: weights variant to try first (``fp16``); falls back to the default files.
         dtype: weights dtype (``float32``, ``float16``, ``bfloat16``); training uses autocast on top.
             On a CPU, float16 is loaded as bfloat16 under bf16 trainer precision, else as float32

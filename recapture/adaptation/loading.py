@@ -27,6 +27,7 @@ from recapture.adaptation.components import (
 )
 from recapture.adaptation.quiet import quiet_dtype_cast_warning
 from recapture.adaptation.tiny import build_tiny_components
+from recapture.hub import SHIPPED_MODELS
 from recapture.utils import RecaptureError, atomic_path
 
 log = logging.getLogger(__name__)
@@ -104,8 +105,11 @@ def resolve_components(config: ComponentsConfig) -> Path:
         RecaptureError: empty source, missing directory, or weights neither cached nor downloadable
             (one line naming the model and how to get it).
     """
-    from recapture.hub import looks_like_hub_id, resolve_model
+    from recapture.hub import looks_like_hub_id, resolve_model, shipped_model
 
+    shipped = shipped_model(config.pretrained) if config.pretrained else None
+    if shipped is not None:
+        return shipped
     if not config.pretrained:
         raise RecaptureError(
             "model.components.pretrained is empty; give a hub id or a local directory, or set tiny: true"
@@ -166,7 +170,12 @@ def load_components(
     for module in (unet, vae, image_encoder):
         module.eval()
     name = Path(config.pretrained.rstrip("/")).name.lower()
-    num_frames = config.num_frames or (25 if re.search(r"(^|[-_])xt([-_.]|$)", name) else 14)
+    if config.num_frames:
+        num_frames = config.num_frames
+    elif config.pretrained in SHIPPED_MODELS:  # the project's priors record their clip length
+        num_frames = int(unet.config.num_frames)
+    else:
+        num_frames = 25 if re.search(r"(^|[-_])xt([-_.]|$)", name) else 14
     return SVDComponents(unet, vae, image_encoder, scheduler, feature_extractor, num_frames)
 
 

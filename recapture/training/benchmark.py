@@ -66,6 +66,13 @@ def _class(path: str) -> type:
     return getattr(importlib.import_module(module), name)
 
 
+def _is_output_callback(cb: Any) -> bool:
+    """Callbacks that need the refined video (left out of the temporal-only ablation fit)."""
+    from recapture.training.callbacks import LogVideos, MetricsCallback, RunReport, SDEditRefine
+
+    return isinstance(cb, (SDEditRefine, LogVideos, MetricsCallback, RunReport))
+
+
 def _finish_wandb(loggers: list[Any]) -> None:
     from lightning.pytorch.loggers import WandbLogger
 
@@ -142,18 +149,20 @@ class LightningSceneRunner:
         return spec if spec is None or isinstance(spec, bool) else False
 
     # ------------------------------------------------------------------ per scene
-    def _make_trainer(self, kwargs: Any, run_dir: Path, device: torch.device) -> Any:
+    def _make_trainer(self, kwargs: Any, run_dir: Path, device: torch.device, refine: bool = True) -> Any:
         from lightning.fabric.plugins.environments import ClusterEnvironment, LightningEnvironment
 
-        from recapture.training.callbacks import GenerateVideo, SDEditRefine
+        from recapture.training.callbacks import GenerateVideo, SDEditRefine, pipeline_order
         from recapture.training.cli import place_checkpoints
 
         kwargs = dict(kwargs)
         callbacks = list(kwargs.get("callbacks") or [])
-        for needed in (GenerateVideo, SDEditRefine):
+        if not refine:  # an ablation fit: generation only
+            callbacks = [cb for cb in callbacks if isinstance(cb, GenerateVideo) or not _is_output_callback(cb)]
+        for needed in (GenerateVideo, SDEditRefine) if refine else (GenerateVideo,):
             if not any(isinstance(cb, needed) for cb in callbacks):
                 callbacks.append(needed())
-        callbacks.sort(key=lambda cb: getattr(cb, "order", 0))  # pipeline order, as ReCaptureCLI.before_fit
+        callbacks = pipeline_order(callbacks)  # as ReCaptureCLI.before_fit
         plugins = kwargs.get("plugins")
         plugins = [] if plugins is None else list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
         # a world of one: no SLURM/torchelastic environment detection, no process group
@@ -173,12 +182,13 @@ class LightningSceneRunner:
         place_checkpoints(trainer)  # as `recapture fit` does: <run>/checkpoints, with last.ckpt
         return trainer
 
-    def run(self, sample: EvalSample, trajectory: Trajectory, run_dir: Path, device: torch.device) -> SceneOutput:
-        """Fit a fresh module on ``sample`` (anchor -> masked fine-tuning -> generation -> refinement)."""
+    def _fit(
+        self, cfg: Any, sample: EvalSample, trajectory: Trajectory, run_dir: Path, device: torch.device,
+        refine: bool = True,
+    ) -> tuple[Any, Any, Any, float]:
+        """Instantiate ``cfg`` and fit it on ``sample``: ``(module, datamodule, trainer, seconds)``."""
         from lightning.pytorch import seed_everything
 
-        cfg = self.config.clone()
-        cfg.trainer.logger = False  # built per scene by make_loggers
         with _as_rank_zero():
             seed_everything(self.settings.seed, workers=True, verbose=False)
             init = self.parser.instantiate_classes(cfg)
@@ -186,13 +196,23 @@ class LightningSceneRunner:
             depth = sample.input_depth if self.settings.depth_source == "gt" else None
             datamodule.use_sample(sample.input_video, sample.fps, depth=depth, K=sample.K, trajectory=trajectory,
                                   depth_name=f"gt:kubric4d:{sample.scene_id}")
-            self._loggers = self.make_loggers(sample.scene_id, "scene")
-            trainer = self._make_trainer(init.trainer, run_dir, device)
+            trainer = self._make_trainer(init.trainer, run_dir, device, refine=refine)
             t0 = time.perf_counter()
             trainer.fit(module, datamodule)
-            fit_s = time.perf_counter() - t0
-        results = getattr(module, "run_results", {})
-        if "refined" not in results:
+            return module, datamodule, trainer, time.perf_counter() - t0
+
+    def run(self, sample: EvalSample, trajectory: Trajectory, run_dir: Path, device: torch.device) -> SceneOutput:
+        """Fit a fresh module on ``sample`` (anchor -> masked fine-tuning -> generation -> refinement).
+
+        With ``kubric.ablation`` also: the prior sampled without LoRAs, a temporal-only fit
+        (``run_dir/ablation-temporal``) and the anchor inpainted by OpenCV.
+        """
+        cfg = self.config.clone()
+        cfg.trainer.logger = False  # built per scene by make_loggers
+        self._loggers = self.make_loggers(sample.scene_id, "scene")
+        module, datamodule, trainer, fit_s = self._fit(cfg, sample, trajectory, run_dir, device)
+        results = module.result
+        if results.refined is None:
             raise RecaptureError(
                 f"{sample.scene_id}: the fine-tuning run produced no refined video; keep GenerateVideo(at_end=true) "
                 "and SDEditRefine in trainer.callbacks"
@@ -200,11 +220,11 @@ class LightningSceneRunner:
         anchor = datamodule.build_anchor()
         self._step = trainer.global_step
         output = SceneOutput(
-            refined=results["refined"].cpu(),
+            refined=results.refined.cpu(),
             anchor=anchor.anchor.frames.cpu(),
             anchor_mask=anchor.anchor.mask.cpu(),
-            generated=None if results.get("generated") is None else results["generated"].cpu(),
-            timings={"fit_s": fit_s, **{k: float(v) for k, v in results.get("timings", {}).items()}},
+            generated=None if results.generated is None else results.generated.cpu(),
+            timings={"fit_s": fit_s, **{k: float(v) for k, v in results.timings.items()}},
             info={
                 "run_dir": str(run_dir),
                 "global_step": trainer.global_step,
@@ -213,11 +233,57 @@ class LightningSceneRunner:
                 "anchor_coverage_mean": float(anchor.report.get("coverage_mean", float("nan"))),
             },
         )
-        del module, datamodule, trainer, init
+        if self.settings.ablation:
+            self._ablation(output, module, anchor, cfg, sample, trajectory, run_dir, device)
+        del module, datamodule, trainer
         gc.collect()
         if device.type == "cuda":
             torch.cuda.empty_cache()
         return output
+
+    def _ablation(
+        self, output: SceneOutput, module: Any, anchor: Any, cfg: Any, sample: EvalSample, trajectory: Trajectory,
+        run_dir: Path, device: torch.device,
+    ) -> None:
+        """Add the ablation rows to ``output``: ``inpaint``, ``prior`` (no LoRAs) and ``temporal`` (own fit)."""
+        from lightning.pytorch import seed_everything
+
+        from recapture.adaptation.placement import placed
+        from recapture.anchor.inpaint import inpaint_telea
+        from recapture.io import write_video
+        from recapture.sampling import generate
+
+        frames = anchor.anchor.frames
+        t0 = time.perf_counter()
+        output.ablation["inpaint"] = inpaint_telea(frames, anchor.anchor.mask)
+        output.timings["inpaint_s"] = time.perf_counter() - t0
+        # the prior without fine-tuning: the same sampling (settings, seed) with every LoRA off
+        seed_everything(self.settings.seed, workers=True, verbose=False)
+        t0 = time.perf_counter()
+        with placed([module.components.unet], device):
+            prior = generate(module.components, frames[0], frames.shape[0], module.sampling, anchor=frames,
+                             adapters=()).frames.cpu()
+        output.ablation["prior"] = prior
+        output.timings["prior_s"] = time.perf_counter() - t0
+        folder = run_dir / "ablation"
+        write_video(folder / "inpaint.mp4", output.ablation["inpaint"], sample.fps)
+        write_video(folder / "prior.mp4", prior, sample.fps)
+        # "+ temporal LoRA": a fit of its own with spatial steps off (same max_steps), no refinement
+        temporal_cfg = cfg.clone()
+        temporal_cfg.model.schedule.spatial = 0
+        loggers, self._loggers = self._loggers, []
+        try:
+            t_module, _, _, t_fit = self._fit(temporal_cfg, sample, trajectory, folder / "temporal", device,
+                                              refine=False)
+        finally:
+            self._loggers = loggers
+        generated = t_module.result.generated
+        if generated is None:
+            raise RecaptureError(f"{sample.scene_id}: the temporal-only ablation fit generated no video")
+        output.ablation["temporal"] = generated.cpu()
+        output.timings["temporal_fit_s"] = t_fit
+        output.info["ablation_dir"] = str(folder)
+        del t_module
 
     def finish(self, metrics: dict[str, float] | None) -> None:
         """Log the scene's ``eval/...`` metrics to its loggers and close them (W&B: finish the run)."""

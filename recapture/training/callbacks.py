@@ -1,9 +1,12 @@
 """Callbacks that turn a fine-tuning run into the user's outputs.
 
 All write into the run folder (``trainer.default_root_dir``), atomically, on the global-zero rank.
-They run at the end of ``fit`` in this order whatever their order in the config (each has an
-``order``): ``StepTimer`` (optional) -> ``ExportLoRA`` -> ``GenerateVideo`` -> ``SDEditRefine`` -> ``LogVideos`` ->
-``MetricsCallback`` -> ``RunReport``. Each can be left out of ``trainer.callbacks``.
+They fill the module's declared :class:`~recapture.training.results.RunResult` and run at the end
+of ``fit`` after the callbacks whose results they read, whatever their order in the config
+(:func:`pipeline_order`: each names those in ``after``, and the ones it cannot do without in
+``needs``). The documented order: ``StepTimer`` (optional) -> ``ExportLoRA`` -> ``GenerateVideo`` ->
+``SDEditRefine`` -> ``LogVideos`` -> ``MetricsCallback`` -> ``RunReport``. Each can be left out
+of ``trainer.callbacks``.
 
 Run folder::
 
@@ -25,6 +28,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_only
 
 from recapture.metrics import MetricWeights
+from recapture.training.results import RunResult
 from recapture.utils import RecaptureError, write_json
 
 log = logging.getLogger(__name__)
@@ -35,19 +39,53 @@ def run_dir(trainer: Trainer) -> Path:
     return Path(trainer.default_root_dir)
 
 
-def _results(pl_module: LightningModule) -> dict[str, Any]:
-    """Per-run results shared by the callbacks (videos, timings, metrics)."""
-    if not hasattr(pl_module, "run_results"):
-        pl_module.run_results = {"timings": {}, "files": {}}
-    return pl_module.run_results
+def _results(pl_module: LightningModule) -> RunResult:
+    """The run's declared result object (``pl_module.result``; a plain module gets one on first use)."""
+    result = getattr(pl_module, "result", None)
+    if not isinstance(result, RunResult):
+        result = RunResult()
+        pl_module.result = result
+    return result
 
 
 def _record_file(pl_module: LightningModule, name: str, path: Path) -> None:
-    _results(pl_module)["files"][name] = str(path)
+    _results(pl_module).files[name] = str(path)
 
 
 class _Ordered(Callback):
-    order = 0
+    """An output callback. ``after``: the callbacks whose results it reads (they run before it when
+    present); ``needs``: those it cannot work without (``pipeline_order`` refuses a list lacking them)."""
+
+    after: tuple[str, ...] = ()
+    needs: tuple[str, ...] = ()
+
+
+def pipeline_order(callbacks: list[Callback]) -> list[Callback]:
+    """``callbacks`` reordered so that every output callback runs after the ones it reads (``after``).
+
+    Other callbacks keep their place before the output callbacks. Stable: callbacks without a
+    dependency between them keep the config's order.
+
+    Raises:
+        RecaptureError: an output callback ``needs`` one that is not in the list (names the fix).
+    """
+    present = {type(cb).__name__ for cb in callbacks}
+    for cb in callbacks:
+        for need in getattr(cb, "needs", ()):
+            if need not in present:
+                raise RecaptureError(
+                    f"{type(cb).__name__} needs {need} in trainer.callbacks (add "
+                    f"`- class_path: recapture.training.callbacks.{need}` before it)"
+                )
+    others = [cb for cb in callbacks if not isinstance(cb, _Ordered)]
+    pending = [cb for cb in callbacks if isinstance(cb, _Ordered)]
+    ordered: list[Callback] = []
+    while pending:
+        names = {type(cb).__name__ for cb in pending}
+        ready = next(cb for cb in pending if not (set(cb.after) & (names - {type(cb).__name__})))
+        ordered.append(ready)
+        pending.remove(ready)
+    return others + ordered
 
 
 class ExportLoRA(_Ordered):
@@ -57,7 +95,7 @@ class ExportLoRA(_Ordered):
         dirname: folder inside the run folder.
     """
 
-    order = 10
+    after = ("StepTimer",)
 
     def __init__(self, dirname: str = "lora") -> None:
         self.dirname = dirname
@@ -81,7 +119,7 @@ class GenerateVideo(_Ordered):
             (``None``: never; each costs one full sampling run).
     """
 
-    order = 20
+    after = ("StepTimer", "ExportLoRA")
 
     def __init__(self, at_end: bool = True, every_n_steps: int | None = None) -> None:
         self.at_end = at_end
@@ -90,7 +128,7 @@ class GenerateVideo(_Ordered):
     def _generate(self, trainer: Trainer, pl_module: LightningModule) -> torch.Tensor:
         # the sampler puts the UNet in eval mode and restores its mode, adapters and grads afterwards
         frames, seconds = generate_video(pl_module.components, trainer.datamodule.build_anchor(), pl_module.sampling)
-        _results(pl_module)["timings"]["generate_s"] = seconds
+        _results(pl_module).timings["generate_s"] = seconds
         return frames
 
     @rank_zero_only
@@ -112,7 +150,7 @@ class GenerateVideo(_Ordered):
         from recapture.io import write_video
 
         frames = self._generate(trainer, pl_module)
-        _results(pl_module)["generated"] = frames
+        _results(pl_module).generated = frames
         path = write_video(run_dir(trainer) / "generated.mp4", frames, trainer.datamodule.fps)
         _record_file(pl_module, "generated", path)
         log.info("wrote %s", path)
@@ -127,7 +165,8 @@ class SDEditRefine(_Ordered):
         strength: overrides ``model.refine.strength`` when set (0 returns the video unchanged).
     """
 
-    order = 30
+    after = ("GenerateVideo",)
+    needs = ("GenerateVideo",)
 
     def __init__(self, strength: float | None = None) -> None:
         self.strength = strength
@@ -137,13 +176,13 @@ class SDEditRefine(_Ordered):
         from dataclasses import replace
 
         results = _results(pl_module)
-        if "generated" not in results:
+        if results.generated is None:
             raise RecaptureError("SDEditRefine needs GenerateVideo(at_end=true) in trainer.callbacks")
         config = pl_module.refine if self.strength is None else replace(pl_module.refine, strength=self.strength)
         anchor = trainer.datamodule.build_anchor()
-        refined, seconds = refine_video(pl_module.components, results["generated"], anchor, config)
-        results["timings"]["refine_s"] = seconds
-        results["refined"] = refined
+        refined, seconds = refine_video(pl_module.components, results.generated, anchor, config)
+        results.timings["refine_s"] = seconds
+        results.refined = refined
         files = write_refined(run_dir(trainer), anchor, refined, trainer.datamodule.fps)
         for name, path in files.items():
             _record_file(pl_module, name, path)
@@ -152,7 +191,7 @@ class SDEditRefine(_Ordered):
 class LogVideos(_Ordered):
     """Write ``videos.mp4`` (anchor | mask | generated | refined) and log it to the loggers (W&B)."""
 
-    order = 40
+    after = ("GenerateVideo", "SDEditRefine")
 
     @rank_zero_only
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -162,10 +201,9 @@ class LogVideos(_Ordered):
         anchor = trainer.datamodule.build_anchor().anchor
         tiles = [anchor.frames, overlay_mask(anchor.frames, anchor.mask)]
         captions = ["anchor", "mask"]
-        for name in ("generated", "refined"):
-            if name in results:
-                tiles.append(results[name])
-                captions.append(name)
+        for name, video in results.videos().items():
+            tiles.append(video)
+            captions.append(name)
         path = write_video(run_dir(trainer) / "videos.mp4", make_grid(tiles, captions), trainer.datamodule.fps)
         _record_file(pl_module, "videos", path)
         _log_video(trainer, "videos/anchor_mask_generated_refined", path, trainer.datamodule.fps)
@@ -188,7 +226,8 @@ class MetricsCallback(_Ordered):
         weights: where the metric models come from (see :class:`recapture.metrics.MetricWeights`).
     """
 
-    order = 50
+    after = ("GenerateVideo", "SDEditRefine")
+    needs = ("GenerateVideo",)
 
     def __init__(
         self,
@@ -208,7 +247,8 @@ class MetricsCallback(_Ordered):
         from recapture.metrics import MetricModels, compute_metrics
 
         results = _results(pl_module)
-        pred = results.get(self.video, results.get("generated"))
+        pred = getattr(results, self.video, None)
+        pred = results.generated if pred is None else pred
         if pred is None:
             raise RecaptureError("MetricsCallback needs GenerateVideo(at_end=true) in trainer.callbacks")
         if self._models is None:
@@ -222,7 +262,7 @@ class MetricsCallback(_Ordered):
             agree = compute_metrics(pred, anchor.frames, mask=anchor.mask, metrics=("psnr", "ssim"))
             scores["anchor_psnr"] = agree["psnr_masked"]
             scores["anchor_ssim"] = agree["ssim_masked"]
-        results["metrics"] = scores
+        results.metrics = scores
         log.info("metrics: %s", ", ".join(f"{k} {v:.4g}" for k, v in scores.items()))
         for lg in trainer.loggers:
             lg.log_metrics({f"eval/{k}": v for k, v in scores.items()}, step=trainer.global_step)
@@ -237,8 +277,6 @@ class StepTimer(_Ordered):
     and logs ``timing/step_<kind>_s`` every step. It synchronises the device at step boundaries to
     measure: leave it out of production runs; ``benchmarks/gpu_check.py`` uses it.
     """
-
-    order = 5
 
     def __init__(self) -> None:
         self._t0 = 0.0
@@ -266,7 +304,7 @@ class StepTimer(_Ordered):
         pl_module.log(f"timing/step_{self._kind}_s", seconds, on_step=True, batch_size=1)
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        timings = _results(pl_module)["timings"]
+        timings = _results(pl_module).timings
         for kind, values in self.times.items():
             if values:
                 kept = values[1:] if len(values) > 1 else values
@@ -278,7 +316,7 @@ class StepTimer(_Ordered):
 class RunReport(_Ordered):
     """Write ``report.json``: settings, per-stage timings, peak memory, anchor coverage, files, metrics."""
 
-    order = 100
+    after = ("StepTimer", "ExportLoRA", "GenerateVideo", "SDEditRefine", "LogVideos", "MetricsCallback")
 
     def __init__(self) -> None:
         self._t0_wall: float | None = None
@@ -293,7 +331,7 @@ class RunReport(_Ordered):
         self._train_t0 = time.perf_counter()
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        _results(pl_module)["timings"]["train_s"] = time.perf_counter() - self._train_t0
+        _results(pl_module).timings["train_s"] = time.perf_counter() - self._train_t0
 
     @rank_zero_only
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -312,16 +350,16 @@ class RunReport(_Ordered):
             "timings_s": {
                 **{f"anchor_{k}": v for k, v in anchor.report.get("timings", {}).items()},
                 **{k: v for k, v in datamodule.timings.items() if isinstance(v, (int, float))},
-                **results["timings"],
+                **results.timings,
                 "total_fit_s": time.time() - started,
             },
             "caches": {"anchor": anchor.report.get("cache"), "latents": datamodule.timings.get("latent_cache")},
             # sha256 of each video's frames as written: `generate --seed S` reproduces these exactly
-            "frames_sha256": {k: frames_digest(results[k]) for k in ("generated", "refined") if k in results},
+            "frames_sha256": {k: frames_digest(v) for k, v in results.videos().items()},
             "peak_memory_gb": (torch.cuda.max_memory_allocated() / 2**30) if torch.cuda.is_available() else None,
             "peak_host_memory_gb": _peak_rss_gb(),
-            "metrics": results.get("metrics", {}),
-            "files": results["files"],
+            "metrics": results.metrics,
+            "files": results.files,
             "settings": {
                 "components": vars(pl_module.components_config),
                 "lora": vars(pl_module.lora),

@@ -37,6 +37,7 @@ from recapture.adaptation import (
     temporal_bypass,
 )
 from recapture.sampling import RefineConfig, SamplingConfig
+from recapture.training.results import RunResult
 from recapture.utils import RecaptureError, hash_inputs
 
 log = logging.getLogger(__name__)
@@ -120,7 +121,10 @@ class ReCaptureModule(LightningModule):
         self.lr_scheduler_factory = lr_scheduler
         self.sampling = replace(sampling)
         self.refine = replace(refine)
+        _share_micro_conditioning(self.objective, self.sampling, "model.sampling")
+        _share_micro_conditioning(self.objective, self.refine, "model.refine")
         self._components: SVDComponents | None = None
+        self.result = RunResult()  # what the output callbacks produce (reset at every fit start)
         # checkpoints hold only LoRA weights: the frozen UNet is reloaded from `components`
         self.strict_loading = False
 
@@ -164,6 +168,9 @@ class ReCaptureModule(LightningModule):
 
     def configure_model(self) -> None:
         self.load_parts()  # builds the parts before the strategy moves the UNet
+
+    def on_fit_start(self) -> None:
+        self.result = RunResult()  # one fit, one result: nothing carries over from a previous fit
 
     # ------------------------------------------------------------------ training
     def step_kind(self) -> Kind:
@@ -237,12 +244,39 @@ class ReCaptureModule(LightningModule):
             )
 
 
+MICRO_CONDITIONING = ("fps", "motion_bucket_id", "noise_aug_strength")
+
+
+def _share_micro_conditioning(objective: EDMConfig, config: Any, section: str) -> None:
+    """Sampling conditions the UNet as training did: ``model.objective`` is the one source.
+
+    A sampling field left at its default takes the objective's value; one set explicitly to a
+    different value is kept (sampling a different motion bucket is a legitimate experiment) with a
+    warning that the LoRAs were trained with the other.
+    """
+    defaults = type(config)()
+    for name in MICRO_CONDITIONING:
+        trained, sampled = getattr(objective, name), getattr(config, name)
+        if sampled == trained:
+            continue
+        if sampled == getattr(defaults, name):
+            setattr(config, name, trained)
+        else:
+            log.warning("%s.%s=%s differs from model.objective.%s=%s the LoRAs are trained with", section, name,
+                        sampled, name, trained)
+
+
 def _weights_fingerprint(pretrained: str | None) -> str:
     """Names, sizes and modification times of a local weights directory's files ('' for a hub id).
 
     Replacing the weights in a directory changes the fingerprint, so latents encoded with the old
     weights are not reused.
     """
+    from recapture.hub import shipped_model
+
+    shipped = shipped_model(pretrained) if pretrained else None
+    if shipped is not None:  # a shipped prior: its checksums (verified) identify its weights
+        return hash_inputs(shipped / "checksums.json")
     path = Path(pretrained or "").expanduser()
     if not pretrained or not path.is_dir():
         return ""

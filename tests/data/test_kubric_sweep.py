@@ -411,3 +411,31 @@ def test_two_process_benchmark_crash_and_resume(mini_root: Path, tmp_path: Path)
     assert all(b"sweep-test" in r for r in runs)
     for scene in records:
         assert sum(scene.encode() in r for r in runs) == 1, scene
+
+
+def test_benchmark_ablation_rows(mini_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`kubric.ablation`: the Table 3 rows and both baselines are scored, each from its own video."""
+    from recapture.cli import cli_main
+    from recapture.data.kubric.results import METHODS
+
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "bench"
+    cli = cli_main(["benchmark", *_small_args(mini_root, out, tmp_path / "cache"), "--kubric.max_scenes", "1",
+                    "--trainer.logger", "false", "--kubric.ablation", "true"])
+    record = json.loads((out / "scenes" / "scn02900.json").read_text())
+    rows = record["metrics"]
+    assert list(rows) == [m for m in METHODS if m in rows]
+    assert set(rows) == set(METHODS)  # every method, the ablation rows included
+    # each row is its own video: no two methods score the same
+    psnrs = {m: rows[m]["psnr"] for m in ("anchor", "inpaint", "prior", "temporal", "generated", "recapture")}
+    assert len({round(v, 6) for v in psnrs.values()}) == len(psnrs), psnrs
+    assert rows["target"]["ssim"] == pytest.approx(1.0) and 0 < rows["target"]["flicker"] <= 1
+    # inpainting keeps the anchor's valid pixels and only fills holes: it is at least as close as the anchor
+    assert rows["inpaint"]["psnr"] >= rows["anchor"]["psnr"] - 0.05
+    temporal = out / "runs" / "scn02900" / "ablation"
+    for name in ("inpaint.mp4", "prior.mp4", "temporal/generated.mp4"):
+        assert (temporal / name).is_file(), name
+    assert not (temporal / "temporal" / "refined.mp4").exists()  # the temporal-only fit is not refined
+    table = (out / "results.md").read_text()
+    assert "+ temporal LoRA with mask" in table and "+++ SDEdit" in table and "Flicker" in table
+    assert cli.trainer.command_result["means"]["temporal"]["psnr"]["n"] == 1

@@ -43,3 +43,22 @@ def test_checkpoint_keeps_only_lora_weights() -> None:
     checkpoint["state_dict"].pop(keys[0])
     with pytest.raises(RecaptureError, match="LoRA"):
         module.on_load_checkpoint(checkpoint)
+
+
+def test_sampling_conditions_the_unet_as_training_did(caplog) -> None:  # noqa: ANN001
+    """model.objective is the one source of fps / motion bucket / noise augmentation."""
+    import logging
+
+    from recapture.adaptation import EDMConfig
+    from recapture.sampling import RefineConfig, SamplingConfig
+    from recapture.training.module import ReCaptureModule
+
+    objective = EDMConfig(fps=12, motion_bucket_id=60, noise_aug_strength=0.05)
+    module = ReCaptureModule(objective=objective)  # sampling and refine at their defaults
+    for config in (module.sampling, module.refine):
+        assert (config.fps, config.motion_bucket_id, config.noise_aug_strength) == (12, 60, 0.05)
+    with caplog.at_level(logging.WARNING, logger="recapture.training.module"):
+        module = ReCaptureModule(objective=objective, sampling=SamplingConfig(motion_bucket_id=200),
+                                 refine=RefineConfig())
+    assert module.sampling.motion_bucket_id == 200 and module.sampling.fps == 12  # explicit choice kept
+    assert "model.sampling.motion_bucket_id=200 differs from model.objective.motion_bucket_id=60" in caplog.text

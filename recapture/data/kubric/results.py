@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from recapture.metrics import masked_psnr, psnr, video_lpips, video_ssim
+from recapture.metrics.vbench import temporal_flickering
 from recapture.utils import RecaptureError, atomic_path, write_json
 
 if TYPE_CHECKING:
@@ -47,11 +48,19 @@ __all__ = [
 METHODS: dict[str, str] = {
     "input": "Input video (baseline)",
     "anchor": "Anchor video (baseline, no fine-tuning)",
+    # the ablation rows (kubric.ablation: true), the paper's Table 3 plus two baselines
+    "inpaint": "Anchor + OpenCV Telea inpainting (baseline)",
+    "prior": "Prior sampled without fine-tuning (baseline)",
+    "temporal": "+ temporal LoRA with mask (temporal-only fine-tuning)",
+    "generated": "++ spatial LoRA (both LoRAs, before SDEdit)",
     "recapture": "ReCapture (refined)",
+    "target": "Ground-truth novel view (reference: its flickering)",
 }
-METRICS = ("psnr", "ssim", "lpips", "psnr_occ", "ssim_occ", "lpips_occ", "psnr_vis", "ssim_vis", "lpips_vis")
-TABLE_METRICS = ("psnr", "ssim", "lpips", "psnr_occ", "ssim_occ", "lpips_occ")
-TABLE_HEADER = ("PSNR ↑", "SSIM ↑", "LPIPS ↓", "PSNR occ. ↑", "SSIM occ. ↑", "LPIPS occ. ↓")
+ABLATION_LABELS = {"recapture": "+++ SDEdit = ReCapture (refined)"}
+METRICS = ("psnr", "ssim", "lpips", "psnr_occ", "ssim_occ", "lpips_occ", "psnr_vis", "ssim_vis", "lpips_vis",
+           "flicker")
+TABLE_METRICS = ("psnr", "ssim", "lpips", "psnr_occ", "ssim_occ", "lpips_occ", "flicker")
+TABLE_HEADER = ("PSNR ↑", "SSIM ↑", "LPIPS ↓", "PSNR occ. ↑", "SSIM occ. ↑", "LPIPS occ. ↓", "Flicker ↑")
 # ReCapture paper, Table 2 (Kubric-4D, 14 frames at 384x256, gradual); benchmarks spec.
 PAPER_TABLE2: dict[str, dict[str, float]] = {
     "GCD": {"psnr": 20.30, "ssim": 0.587, "lpips": 0.408, "psnr_occ": 18.60, "ssim_occ": 0.527},
@@ -96,16 +105,30 @@ def score_video(pred: Tensor, target: Tensor, occluded: Tensor, lpips: Any = Non
             scores[f"lpips{suffix}"] = None
         else:
             scores[f"lpips{suffix}"] = _value(video_lpips(lpips, pred, target, mask))  # runs on the model's device
+    # VBench temporal flickering of the video itself (1 = no change between frames; the target's own
+    # value, with its camera motion, is the reference row of the ablation table)
+    scores["flicker"] = temporal_flickering(pred) if pred.shape[0] >= 2 else None
     return {k: scores[k] for k in METRICS}
 
 
 def score_sample(
     sample: EvalSample, output: SceneOutput, lpips: Any = None, baselines: bool = True
 ) -> dict[str, dict[str, float | None]]:
-    """Scores of ReCapture (and of the input/anchor baselines) against ``sample.target_video``."""
+    """Scores of ReCapture (and of the input/anchor baselines and ablation rows) against ``sample.target_video``.
+
+    The ablation rows are scored when ``output.ablation`` holds them (``kubric.ablation: true``):
+    ``inpaint``, ``prior``, ``temporal``, plus ``generated`` (the video before SDEdit) and ``target``
+    (the ground truth itself, for its flickering).
+    """
     videos = {"recapture": output.refined}
     if baselines:
         videos = {"input": sample.input_video, "anchor": output.anchor, **videos}
+    if output.ablation:
+        videos.update(output.ablation)
+        if output.generated is not None:
+            videos["generated"] = output.generated
+        videos["target"] = sample.target_video
+    videos = {m: videos[m] for m in METHODS if m in videos}
     return {m: score_video(v, sample.target_video, sample.occluded_mask, lpips) for m, v in videos.items()}
 
 
@@ -199,10 +222,13 @@ def results_markdown(
         "| Method | " + " | ".join(TABLE_HEADER) + " | scenes |",
         "|---|" + "---:|" * (len(TABLE_HEADER) + 1),
     ]
+    ablation = "temporal" in means or "prior" in means
     for method, label in METHODS.items():
+        if ablation:
+            label = ABLATION_LABELS.get(method, label)
         if method in means:
             row = means[method]
-            n = max(int(row[m]["n"] or 0) for m in ("psnr", "ssim"))
+            n = max(int(row[m]["n"] or 0) for m in ("psnr", "ssim", "flicker"))
             lines.append(f"| {label} | " + " | ".join(_fmt(row[m]["mean"], m) for m in TABLE_METRICS) + f" | {n} |")
     for name, row in PAPER_TABLE2.items():
         lines.append(f"| *{name} (paper, Table 2; reference)* | "

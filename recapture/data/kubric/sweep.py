@@ -111,6 +111,12 @@ class BenchmarkSettings:
             estimator. Either way the target camera is placed with the ground-truth scale (its
             translation in units of the GT median depth of frame 0).
         baselines: also score the input video and the anchor video (no fine-tuning) against the target.
+        ablation: also run the paper's Table 3 ablation per scene and score its rows: the anchor
+            inpainted per frame by OpenCV (Telea; needs ``pip install 'recapture[benchmark]'``), the
+            prior sampled without fine-tuning (same seed and settings, LoRAs off), a second fit with
+            the temporal LoRA only (``model.schedule.spatial: 0``, same ``max_steps``), the video
+            generated with both LoRAs before SDEdit, and the ground truth's own flickering. Costs
+            one more fit and two more samplings per scene.
         wandb_group: W&B group of the per-scene runs (default: the output folder's name).
         max_scenes: evaluate only the first N scenes of the list.
         seed: seed of the fallback sampler and of every scene's training (the same for every scene,
@@ -137,6 +143,7 @@ class BenchmarkSettings:
     output: str = "runs/kubric4d"
     depth_source: Literal["gt", "model"] = "gt"
     baselines: bool = True
+    ablation: bool = False
     wandb_group: str | None = None
     max_scenes: int | None = None
     seed: int = 0
@@ -205,6 +212,9 @@ class SceneOutput:
         generated: ``(T, 3, H, W)`` the video before refinement, if available.
         timings: seconds per stage (``fit_s``, ``generate_s``, ``refine_s``, ...).
         info: anything else worth keeping in the scene JSON (coverage, run folder, ...).
+        ablation: ``(T, 3, H, W)`` videos of the ablation rows by method (``inpaint``, ``prior``,
+            ``temporal``; see :data:`~recapture.data.kubric.results.METHODS`), empty unless
+            ``kubric.ablation`` is set.
     """
 
     refined: Tensor
@@ -213,6 +223,7 @@ class SceneOutput:
     generated: Tensor | None = None
     timings: dict[str, float] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
+    ablation: dict[str, Tensor] = field(default_factory=dict)
 
 
 class SceneRunner(Protocol):
@@ -238,7 +249,7 @@ def settings_key(settings: BenchmarkSettings, runner_key: Any) -> str:
     mini = asdict(settings.mini) if settings.scenes == KUBRIC_MINI else None
     return hash_inputs(
         asdict(settings.protocol), settings.mode, resolution, controls, settings.sample, settings.seed,
-        settings.depth_source, mini, runner_key,
+        settings.depth_source, mini, runner_key, *(["ablation"] if settings.ablation else []),
     )
 
 
