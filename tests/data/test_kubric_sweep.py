@@ -439,3 +439,15 @@ def test_benchmark_ablation_rows(mini_root: Path, tmp_path: Path, monkeypatch: p
     table = (out / "results.md").read_text()
     assert "+ temporal LoRA with mask" in table and "+++ SDEdit" in table and "Flicker" in table
     assert cli.trainer.command_result["means"]["temporal"]["psnr"]["n"] == 1
+
+
+@pytest.mark.parametrize("run_id", ["../../escape", "/abs/path", "a/b", "..", "", "x" * 65])
+def test_sweep_run_id_never_leaves_the_output_folder(run_id: str, tmp_path: Path) -> None:
+    settings = BenchmarkSettings(output=str(tmp_path / "out"))
+    env = {"WANDB_SWEEP_ID": "s1", "WANDB_RUN_ID": run_id}
+    if not run_id:  # an empty id is "no id": the plain output folder
+        assert output_dir(settings, env) == tmp_path / "out"
+        return
+    with pytest.raises(RecaptureError, match="WANDB_RUN_ID"):
+        output_dir(settings, env)
+    assert output_dir(settings, {"WANDB_SWEEP_ID": "s1", "WANDB_RUN_ID": "ab12cd34"}) == tmp_path / "out" / "ab12cd34"

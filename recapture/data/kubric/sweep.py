@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -184,7 +185,14 @@ def output_dir(settings: BenchmarkSettings, env: Mapping[str, str] | None = None
     env = os.environ if env is None else env
     out = Path(settings.output)
     if env.get("WANDB_SWEEP_ID") and env.get("WANDB_RUN_ID"):
-        out = out / env["WANDB_RUN_ID"]
+        run_id = env["WANDB_RUN_ID"]
+        # a path component, never a path: W&B ids are [a-z0-9]; anything else is refused
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}", run_id):
+            raise RecaptureError(
+                f"WANDB_RUN_ID={run_id!r} is not a W&B run id (letters, digits, '-' and '_', at most 64): it would "
+                f"place the trial's results outside kubric.output={settings.output!r}; unset it or fix the agent"
+            )
+        out = out / run_id
     return out
 
 
