@@ -216,6 +216,12 @@ def test_model_card_records_both_stages(runs: dict) -> None:
     assert (export / "samples.png").is_file() and (export / "loss_curves.png").is_file()
     assert record["data"]["pool_clips"] == 4 and record["steps"] == 4
     assert math.isfinite(record["figures"]["sample_psnr_db"])
+    # the card lists the sha256 of every weights file, equal to checksums.json's
+    table = json.loads((export / "checksums.json").read_text())["files"]
+    weights = {k: v for k, v in table.items() if k.endswith(".safetensors")}
+    assert {"unet/diffusion_pytorch_model.safetensors", "vae/diffusion_pytorch_model.safetensors"} <= set(weights)
+    for name, digest in weights.items():
+        assert f"| `{name}` | `{digest}` |" in card
 
 
 # ---------------------------------------------------------------- plain-torch pieces

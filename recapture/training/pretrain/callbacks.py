@@ -168,7 +168,8 @@ class ExportPrior(Callback):
             write_json(tmp / RECORD, record)
             stages = [*record.get("previous_stages", []), record]
             write_loss_curves(tmp / "loss_curves.png", stages)
-            write_model_card(tmp / "model_card.md", stages)
+            weights = {f.relative_to(tmp).as_posix(): sha256_file(f) for f in sorted(tmp.rglob("*.safetensors"))}
+            write_model_card(tmp / "model_card.md", stages, weights)
             write_checksums(tmp)
         self.written = out
         log.info("pretrain[%s]: exported in %.1f s -> %s", pl_module.stage, time.perf_counter() - t0, out)

@@ -50,8 +50,13 @@ def _minutes(seconds: float | None) -> str:
     return "?" if seconds is None else f"{seconds / 60:.1f} min"
 
 
-def model_card(stages: list[dict[str, Any]]) -> str:
-    """The Markdown text of the card for the records of all stages (earliest first)."""
+def model_card(stages: list[dict[str, Any]], weights: dict[str, str] | None = None) -> str:
+    """The Markdown text of the card for the records of all stages (earliest first).
+
+    Args:
+        stages: the stages' records.
+        weights: sha256 of each weights file (relative path -> hex), listed in the card.
+    """
     final = stages[-1]
     parts: dict[str, Any] = {}
     for record in stages:
@@ -117,12 +122,16 @@ def model_card(stages: list[dict[str, Any]]) -> str:
         if r.get("config"):
             lines += ["<details><summary>resolved config</summary>", "", "```yaml", r["config"].rstrip(), "```",
                       "", "</details>", ""]
+    if weights:
+        lines += ["## Weights (sha256)", "", "| file | sha256 |", "| --- | --- |"]
+        lines += [f"| `{name}` | `{digest}` |" for name, digest in weights.items()]
+        lines += [""]
     lines += ["`checksums.json` holds the sha256 of every file of this folder.", ""]
     return "\n".join(lines)
 
 
-def write_model_card(path: Path, stages: list[dict[str, Any]]) -> Path:
+def write_model_card(path: Path, stages: list[dict[str, Any]], weights: dict[str, str] | None = None) -> Path:
     """Write :func:`model_card` to ``path`` atomically."""
     with atomic_path(path) as tmp:
-        tmp.write_text(model_card(stages))
+        tmp.write_text(model_card(stages, weights))
     return path
