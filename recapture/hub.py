@@ -29,6 +29,7 @@ __all__ = ["SHIPPED_MODELS", "hub_offline", "looks_like_hub_id", "resolve_model"
 
 # models that ship inside the package (name -> folder under recapture/assets), loadable by name
 SHIPPED_MODELS: dict[str, str] = {"recapture-tiny": "recapture-tiny"}
+ASSETS = Path(__file__).parent / "assets"
 _SHIPPED_CHECKED = ("unet/", "vae/", "image_encoder/", "scheduler/", "feature_extractor/", "model_index.json")
 
 
@@ -53,7 +54,7 @@ def shipped_model(name: str) -> Path | None:
         return None
     from recapture.checksums import verify_checksums
 
-    folder = Path(__file__).parent / "assets" / SHIPPED_MODELS[name]
+    folder = ASSETS / SHIPPED_MODELS[name]
     if not (folder / "checksums.json").is_file():
         raise RecaptureError(
             f"the shipped model {name!r} is not installed ({folder} has no checksums.json): reinstall recapture "

@@ -33,6 +33,7 @@ from recapture.utils import RecaptureError
 REPO = Path(__file__).resolve().parents[2]
 MINI_CONFIG = REPO / "configs" / "benchmarks" / "kubric_mini.yaml"
 KUBRIC4D_CONFIG = REPO / "configs" / "benchmarks" / "kubric4d.yaml"
+PRIOR_CONFIG = REPO / "configs" / "benchmarks" / "kubric_mini_prior.yaml"
 SWEEP_CONFIG = REPO / "configs" / "sweeps" / "kubric_mini_sweep.yaml"
 
 # tiny synthetic scenes shared by the tests (generated once per module)
@@ -281,6 +282,11 @@ def test_benchmark_configs_parse(captured: dict) -> None:
     assert resolve_scene_ids(s.scenes) == ["scn02900", "scn02903"]
     r, (h, w) = s.protocol.render_size, s.mini.size
     assert r[1] / r[0] == pytest.approx(1.5) and r[0] <= h and r[1] <= w  # render below the views' size
+
+    cli_main(["benchmark", "--config", str(PRIOR_CONFIG)])
+    s, cfg = captured["settings"], captured["config"]
+    assert cfg.model.components.pretrained == "recapture-tiny" and not cfg.model.components.tiny
+    assert s.ablation is True and s.resolution == (64, 96) and s.protocol.num_frames == 8
 
 
 def test_benchmark_help_lists_its_options(capsys: pytest.CaptureFixture[str]) -> None:
