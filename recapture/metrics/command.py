@@ -289,7 +289,7 @@ def evaluate(
         interpolator: 'module:factory' returning a frame interpolator (frame0, frame1) -> midpoint (AMT-S).
         flow: 'module:factory' returning an optical-flow callable (img1, img2) -> flow (RAFT).
         device: device for the metric models.
-        progress: show a progress bar over videos.
+        progress: show a progress bar over videos and print the headline numbers and table path.
 
     Returns:
         the report written to metrics.json.
@@ -332,6 +332,10 @@ def evaluate(
     write_json(output / "metrics.json", report)
     with atomic_path(output / "metrics.md") as tmp:
         tmp.write_text(_markdown(names, videos, mean))
+    if progress:  # a command-line run: say where the table is and what it says
+        headline = ", ".join(f"{k} {_format(k, v)}" for k, v in mean.items())
+        print(f"recapture evaluate: {len(videos)} video(s): {headline}\n  table: {output / 'metrics.md'}"
+              f"\n  json:  {output / 'metrics.json'}")
     return report
 
 

@@ -175,3 +175,14 @@ def test_only_scored_frames_are_decoded(tmp_path: Path, monkeypatch: pytest.Monk
     assert sorted(decoded) == [("mask.mp4", 5), ("pred", 5), ("target.mp4", 5)]
     assert np.isfinite(report["mean"]["psnr"])
     assert report["mean"]["psnr_masked"] == pytest.approx(report["mean"]["psnr"])  # the mask is all white
+
+
+def test_a_command_line_run_prints_the_headline_and_the_table_path(
+    dataset: dict, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = dataset["root"]
+    report = evaluate(root / "pred" / "a_scene", root / "target" / "a_scene", root / "printed", metrics="psnr,ssim")
+    out = capsys.readouterr().out
+    assert "recapture evaluate: 1 video(s): psnr " in out and "ssim " in out
+    assert f"table: {root / 'printed' / 'metrics.md'}" in out
+    assert f"{report['mean']['psnr']:.2f}" in out
