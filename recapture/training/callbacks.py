@@ -433,3 +433,58 @@ def _log_video(trainer: Trainer, key: str, path: Path, fps: float) -> None:
             import wandb
 
             lg.experiment.log({key: wandb.Video(str(path), format="mp4"), "trainer/global_step": trainer.global_step})
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
+
+
+class StepProgress(Callback):
+    """One progress line every ``every_n_steps`` steps: step/total, step kind, loss, s/step, elapsed, ETA.
+
+    Meant for log files (SLURM, nohup, CI), where a progress bar prints nothing for minutes and then
+    one line: ``recapture fit`` adds it when stderr is not a terminal (``when: auto``).
+
+    Args:
+        every_n_steps: steps between lines (the first and the last step always print).
+        when: ``auto`` (only when stderr is not a terminal), ``always`` or ``never``.
+    """
+
+    def __init__(self, every_n_steps: int = 10, when: str = "auto") -> None:
+        if when not in ("auto", "always", "never"):
+            raise RecaptureError(f"StepProgress(when={when!r}) must be auto, always or never")
+        self.every_n_steps = max(1, int(every_n_steps))
+        self.when = when
+        self.lines: list[str] = []
+        self._t0: float | None = None
+        self._start = 0
+
+    def active(self) -> bool:
+        import sys
+
+        return self.when == "always" or (self.when == "auto" and not sys.stderr.isatty())
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._t0, self._start = time.perf_counter(), trainer.global_step
+
+    @rank_zero_only
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, *args: Any) -> None:
+        if not self.active() or self._t0 is None:
+            return
+        step, total = trainer.global_step, trainer.max_steps if trainer.max_steps and trainer.max_steps > 0 else None
+        if not (step == self._start + 1 or step % self.every_n_steps == 0 or step == total):
+            return
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        elapsed = time.perf_counter() - self._t0
+        per_step = elapsed / max(1, step - self._start)
+        of = f"/{total} ({100 * step / total:.0f}%)" if total else ""
+        eta = f", eta {_duration(per_step * (total - step))}" if total else ""
+        kind = getattr(pl_module, "schedule", None)
+        kind = f" {kind.kind(step - 1)}" if kind is not None else ""
+        value = f" loss {float(loss.detach()):.4g}" if isinstance(loss, torch.Tensor) else ""
+        line = f"step {step}{of}{kind}{value} | {per_step:.2f} s/step, elapsed {_duration(elapsed)}{eta}"
+        self.lines.append(line)
+        log.info(line)

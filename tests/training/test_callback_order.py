@@ -56,3 +56,37 @@ def test_run_result_lists_its_videos_in_order() -> None:
     result = RunResult(refined=torch.zeros(1), generated=torch.ones(1))
     assert list(result.videos()) == ["generated", "refined"]
     assert RunResult().videos() == {} and RunResult().timings == {}
+
+
+def test_step_progress_prints_steady_lines_with_total_and_eta(caplog) -> None:  # noqa: ANN001
+    """In a log file (no terminal) training says where it is at a steady cadence."""
+    import logging
+
+    import torch
+    from lightning.pytorch import LightningModule, Trainer
+
+    from recapture.training.callbacks import StepProgress
+
+    class Tiny(LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(1))
+
+        def training_step(self, batch, batch_idx):  # noqa: ANN001, ANN201
+            return (self.w * batch[0]).pow(2).mean()
+
+        def configure_optimizers(self):  # noqa: ANN201
+            return torch.optim.SGD(self.parameters(), lr=0.01)
+
+        def train_dataloader(self):  # noqa: ANN201
+            return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.ones(64, 1)), batch_size=1)
+
+    progress = StepProgress(every_n_steps=4, when="always")
+    with caplog.at_level(logging.INFO, logger="recapture.training.callbacks"):
+        Trainer(max_steps=10, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                enable_model_summary=False, callbacks=[progress]).fit(Tiny())
+    assert [line.split(" |")[0].split(" loss")[0] for line in progress.lines] == [
+        "step 1/10 (10%)", "step 4/10 (40%)", "step 8/10 (80%)", "step 10/10 (100%)"]
+    assert all("s/step, elapsed" in line and "eta" in line for line in progress.lines)
+    assert progress.lines[-1] in caplog.text
+    assert not StepProgress(when="never").active()
