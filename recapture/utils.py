@@ -50,6 +50,42 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp.unlink()
 
 
+PARTIAL_MAX_AGE_S = 10 * 60
+
+
+def clean_partials(folder: str | os.PathLike, older_than_s: float = PARTIAL_MAX_AGE_S) -> list[Path]:
+    """Remove the temporaries that killed :func:`atomic_path` writes left in ``folder`` (not recursive).
+
+    They are named ``.<stem>.<random>.partial<suffix>`` (files or folders). Only those not modified for
+    ``older_than_s`` seconds are removed, so a write in progress in another process keeps its
+    temporary. A missing folder or a temporary that cannot be removed is skipped.
+
+    Returns:
+        the removed paths.
+    """
+    import time
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    now, removed = time.time(), []
+    for tmp in folder.glob(".*.partial*"):
+        try:
+            mtime = tmp.lstat().st_mtime
+            if tmp.is_dir() and not tmp.is_symlink():
+                mtime = max([mtime] + [p.lstat().st_mtime for p in tmp.rglob("*")])
+            if now - mtime < older_than_s:
+                continue
+            if tmp.is_dir() and not tmp.is_symlink():
+                shutil.rmtree(tmp)
+            else:
+                tmp.unlink()
+        except OSError:  # vanished meanwhile (its writer finished), or not ours to remove
+            continue
+        removed.append(tmp)
+    return removed
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
     """Write ``obj`` as pretty JSON atomically and return the path."""
     path = Path(path)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -29,6 +30,7 @@ from typing import Any
 
 import torch
 
+from recapture import caching
 from recapture.adaptation.objective import (
     EDMConfig,
     encode_condition_latents,
@@ -37,6 +39,8 @@ from recapture.adaptation.objective import (
     mask_to_latent,
 )
 from recapture.utils import RecaptureError, atomic_path
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "AugmentConfig",
@@ -79,7 +83,8 @@ class TrainingTensors:
     """Everything the training steps read, already encoded (CPU tensors).
 
     Stored as safetensors (:meth:`save` / :meth:`load`): plain tensors and a JSON header, nothing a
-    crafted file could execute.
+    crafted file could execute. The header carries the sha256 of the content, checked on load; the
+    latent cache reads and writes entries with :meth:`load_cached` / :meth:`save_cached`.
     """
 
     anchor_latents: torch.Tensor  # (T, 4, h, w) scaled latents of the anchor clip
@@ -96,21 +101,23 @@ class TrainingTensors:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "meta"}
 
     def save(self, path: str | Path) -> Path:
-        """Write a safetensors file atomically (the ``meta`` dict goes into its JSON header)."""
+        """Write a safetensors file atomically (the ``meta`` dict and the content's sha256 in its header)."""
         from safetensors.torch import save_file
 
         path = Path(path)
+        tensors = {k: v.detach().cpu().contiguous() for k, v in self.tensors().items()}
+        meta = json.dumps(self.meta)
         with atomic_path(path) as tmp:
-            tensors = {k: v.detach().cpu().contiguous() for k, v in self.tensors().items()}
-            save_file(tensors, str(tmp), metadata={"meta": json.dumps(self.meta)})
+            save_file(tensors, str(tmp), metadata={"meta": meta, "sha256": _digest(tensors, meta)})
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> TrainingTensors:
-        """Read a file written by :meth:`save`.
+        """Read a file written by :meth:`save`, checking its checksum.
 
         Raises:
-            RecaptureError: the file is not a complete safetensors file of these fields.
+            RecaptureError: the file is not a complete safetensors file of these fields, or its
+                content does not match the checksum it was written with.
         """
         from safetensors import SafetensorError, safe_open
 
@@ -120,12 +127,50 @@ class TrainingTensors:
                 keys = set(f.keys())
                 if keys != set(names):
                     raise RecaptureError(f"{path} holds {sorted(keys)}, not the training tensors {names}")
-                meta = json.loads((f.metadata() or {}).get("meta", "{}"))
-                return cls(**{k: f.get_tensor(k) for k in names}, meta=meta)
+                header = f.metadata() or {}
+                if "sha256" not in header:
+                    raise RecaptureError(f"{path} has no checksum (written by an older version, or not by recapture)")
+                tensors = {k: f.get_tensor(k) for k in names}
         except (SafetensorError, OSError, ValueError) as err:
             if isinstance(err, RecaptureError):
                 raise
             raise RecaptureError(f"{path} is not a readable training-tensor cache ({type(err).__name__}: {err})") from err
+        raw_meta = header.get("meta", "{}")
+        if _digest(tensors, raw_meta) != header["sha256"]:
+            raise RecaptureError(f"{path} fails its checksum: its content changed after it was written")
+        try:
+            meta = json.loads(raw_meta)
+        except ValueError as err:  # pragma: no cover - the checksum covers it
+            raise RecaptureError(f"{path} has an unreadable header ({err})") from err
+        return cls(**tensors, meta=meta)
+
+    @classmethod
+    def load_cached(cls, path: Path) -> TrainingTensors | None:
+        """A latent-cache entry, or None when absent or bad (reported in one warning line, removed)."""
+        caching.open_folder(path.parent)
+        if not path.is_file():
+            return None
+        try:
+            tensors = cls.load(path)
+        except RecaptureError as err:
+            if isinstance(err.__cause__, FileNotFoundError):  # evicted by another process meanwhile
+                return None
+            caching.discard(path, "latent", str(err).replace(f"{path} ", "", 1), log)
+            return None
+        caching.mark_used(path)
+        return tensors
+
+    def save_cached(self, path: Path) -> Path:
+        """Save as a latent-cache entry, then keep the cache folder under its size cap (LRU eviction)."""
+        caching.open_folder(path.parent)
+        self.save(path)
+        caching.enforce_cap(path.parent, caching.CACHES["latents"].suffix, keep=(path,))
+        return path
+
+
+def _digest(tensors: dict[str, torch.Tensor], meta: str) -> str:
+    """sha256 of the tensors (names, dtypes, shapes, values) and the JSON metadata."""
+    return caching.content_digest(tensors, meta)
 
 
 @contextlib.contextmanager

@@ -270,13 +270,10 @@ class ReCaptureDataModule(LightningDataModule):
         )
         cache = Path(self.latent_cache_dir) / f"{key}.safetensors" if self.latent_cache_dir else None
         t0 = time.perf_counter()
-        if cache is not None and cache.is_file():
-            try:
-                self.tensors = TrainingTensors.load(cache)
-            except RecaptureError as err:
-                log.warning("latent cache entry %s is unusable (%s); removing it and encoding again", cache, err)
-                cache.unlink(missing_ok=True)
-            else:
+        if cache is not None:
+            # None when absent or bad (a bad entry is checksum-verified, reported, removed, re-encoded)
+            self.tensors = TrainingTensors.load_cached(cache)
+            if self.tensors is not None:
                 self.timings = {"encode_s": time.perf_counter() - t0, "latent_cache": "hit"}
                 log.info("latent cache hit %s", cache)
                 return
@@ -287,7 +284,7 @@ class ReCaptureDataModule(LightningDataModule):
         self.timings = {"encode_s": time.perf_counter() - t0, "latent_cache": "miss" if cache else "off"}
         log.info("encoded training latents in %.1f s", self.timings["encode_s"])
         if cache is not None:
-            self.tensors.save(cache)
+            self.tensors.save_cached(cache)  # and the cache folder kept under its size cap
 
     def train_dataloader(self) -> DataLoader:
         if self.tensors is None:
