@@ -40,6 +40,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         if not tmp.exists():
             raise RuntimeError(f"nothing was written to {tmp} for {path}")
+        _default_modes(tmp)
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
         os.replace(tmp, path)
@@ -48,6 +49,25 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
         elif tmp.exists():
             tmp.unlink()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _default_modes(path: Path) -> None:
+    """Give a finished output the modes of any new file (0644 / 0755 under umask 022).
+
+    Some writers (safetensors via huggingface_hub, ``tempfile``) create 0600 files; outputs a user
+    shares or serves must not differ by which library wrote them.
+    """
+    mask = _umask()
+    for p in [path, *path.rglob("*")] if path.is_dir() else [path]:
+        if p.is_symlink():
+            continue
+        p.chmod((0o777 if p.is_dir() else 0o666) & ~mask)
 
 
 PARTIAL_MAX_AGE_S = 10 * 60

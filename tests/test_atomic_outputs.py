@@ -1,0 +1,41 @@
+"""Every output gets the same file modes, whichever library wrote it (LoRA files were 0600)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from recapture.utils import atomic_path
+
+
+@pytest.fixture
+def umask_022():
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+def test_a_private_temporary_becomes_a_normal_output(tmp_path: Path, umask_022) -> None:  # noqa: ANN001
+    with atomic_path(tmp_path / "out.bin") as tmp:
+        fd = os.open(tmp, os.O_CREAT | os.O_WRONLY, 0o600)  # what tempfile / some writers do
+        os.write(fd, b"x")
+        os.close(fd)
+    assert oct((tmp_path / "out.bin").stat().st_mode & 0o777) == "0o644"
+    with atomic_path(tmp_path / "folder") as tmp:
+        tmp.mkdir(mode=0o700)
+        (tmp / "inner").write_bytes(b"y")
+        (tmp / "inner").chmod(0o600)
+    assert oct((tmp_path / "folder").stat().st_mode & 0o777) == "0o755"
+    assert oct((tmp_path / "folder" / "inner").stat().st_mode & 0o777) == "0o644"
+
+
+def test_lora_files_are_0644(tmp_path: Path, umask_022) -> None:  # noqa: ANN001
+    from recapture.adaptation import LoRAConfig, add_recapture_adapters, build_tiny_components, save_lora
+
+    parts = build_tiny_components(0)
+    add_recapture_adapters(parts.unet, LoRAConfig(rank=2))
+    path = save_lora(parts.unet, "spatial", tmp_path / "lora" / "spatial")
+    files = [path] if path.is_file() else list(path.rglob("*.safetensors"))
+    assert files and all(oct(f.stat().st_mode & 0o777) == "0o644" for f in files)
