@@ -149,8 +149,12 @@ class RunConfigSaver(SaveConfigCallback):
         from recapture.utils import atomic_path
 
         path = Path(trainer.default_root_dir) / self.config_filename
+        config = self.config
+        if config.get("overwrite"):  # rerunning the saved config must not delete a run by itself
+            config = config.clone()
+            config.overwrite = False
         with atomic_path(path) as tmp:
-            self.parser.save(self.config, str(tmp), skip_none=False, overwrite=True, multifile=False)
+            self.parser.save(config, str(tmp), skip_none=False, overwrite=True, multifile=False)
         for lg in trainer.loggers:
             lg.log_hyperparams(self.config.as_dict())
 
@@ -165,6 +169,19 @@ class ReCaptureCLI(LightningCLI):
         commands["generate"] = {"model", "datamodule"}
         commands["benchmark"] = {"model", "datamodule"}
         return commands
+
+    def add_arguments_to_parser(self, parser: Any) -> None:
+        parser.add_argument(
+            "--overwrite", type=bool, nargs="?", const=True, default=False,
+            help="fit: start over in a run folder that holds a previous run (its outputs and checkpoints are "
+                 "deleted first). Without it such a folder is refused, unless --ckpt_path resumes it.",
+        )
+
+    def parse_arguments(self, parser: Any, args: Any) -> None:
+        super().parse_arguments(parser, args)
+        # before LightningCLI reads --ckpt_path's hyperparameters and anything is instantiated
+        if self.config.get("subcommand") == "fit":
+            self._run_lock = check_fit_config(self.config["fit"])
 
     def before_instantiate_classes(self) -> None:
         ensure_wandb_mode()
@@ -182,8 +199,14 @@ class ReCaptureCLI(LightningCLI):
     def before_fit(self) -> None:
         resolve_models(self.model, self.datamodule)
         # end-of-fit callbacks must run in pipeline order whatever their order in the YAML
-        self.trainer.callbacks.sort(key=lambda cb: getattr(cb, "order", 0))
-        place_checkpoints(self.trainer)
+        from recapture.training.callbacks import StepProgress, pipeline_order
+
+        callbacks = self.trainer.callbacks
+        if not any(isinstance(cb, StepProgress) for cb in callbacks):
+            callbacks.append(StepProgress())  # lines in log files (prints only when stderr is not a terminal)
+        callbacks[:] = pipeline_order(callbacks)
+        place_checkpoints(self.trainer, replace_in_run_folder=True)
+        prepare_run_folder(self.trainer, self.config["fit"])
 
     def after_fit(self) -> None:
         root = Path(self.trainer.default_root_dir)
@@ -210,19 +233,133 @@ def resolve_models(model: Any, datamodule: Any, svd: bool = True) -> None:
         resolve_components(model.components_config)
 
 
-def place_checkpoints(trainer: Trainer) -> None:
+def place_checkpoints(trainer: Trainer, replace_in_run_folder: bool = False) -> None:
     """Checkpoints without an explicit ``dirpath`` go to ``<default_root_dir>/checkpoints`` with ``last.ckpt``.
 
     (Lightning would otherwise put them under the logger's folder, e.g. ``./<wandb project>/<id>/``.)
+    They are written atomically (:class:`~recapture.training.run_folder.AtomicCheckpointIO`).
+
+    Args:
+        trainer: the trainer whose ``ModelCheckpoint`` callbacks are placed.
+        replace_in_run_folder: inside the run folder, a checkpoint replaces a file of the same name instead
+            of Lightning's ``last-v1.ckpt``, so ``last.ckpt`` is always the latest (``fit`` sets it: its run
+            folder is locked and never reused silently, see :mod:`recapture.training.run_folder`).
     """
     from lightning.pytorch.callbacks import ModelCheckpoint
 
+    from recapture.training.run_folder import install_atomic_checkpoint_io, is_remote
+
+    root = Path(trainer.default_root_dir)
     for cb in trainer.callbacks:
         if isinstance(cb, ModelCheckpoint):
             if cb.dirpath is None:
-                cb.dirpath = str(Path(trainer.default_root_dir) / "checkpoints")
+                cb.dirpath = str(root / "checkpoints")
             if cb.save_last is None:
                 cb.save_last = True
+            if (replace_in_run_folder and not is_remote(cb.dirpath) and _inside(Path(cb.dirpath), root)
+                    and hasattr(cb, "_enable_version_counter")):
+                cb._enable_version_counter = False
+    install_atomic_checkpoint_io(trainer)
+
+
+def _inside(path: Path, root: Path) -> bool:
+    path, root = path.resolve(), root.resolve()
+    return path == root or root in path.parents
+
+
+def check_fit_config(config: Any) -> Any:
+    """Refuse, before anything is instantiated, a ``fit`` that would do nothing or cannot work.
+
+    Checks the step limits, ``data.num_frames``, the learning rate and ``--ckpt_path`` (complete and
+    loadable), then locks the run folder (``trainer.default_root_dir``) and refuses one that holds a
+    previous run unless ``--overwrite`` or ``--ckpt_path`` is given. Every refusal is one
+    :class:`RecaptureError` line naming the value and the fix.
+
+    Returns:
+        the :class:`~recapture.training.run_folder.RunLock` (None on ranks other than 0).
+    """
+    import os
+
+    from recapture.training import run_folder
+
+    max_steps = config.get("trainer.max_steps")
+    if max_steps is not None and max_steps == 0:
+        raise RecaptureError(
+            "--trainer.max_steps 0 trains nothing: give a positive number of steps (or -1 for no step limit)")
+    if max_steps is not None and max_steps < -1:
+        raise RecaptureError(
+            f"--trainer.max_steps {max_steps} is negative: give a positive number of steps (or -1 for no step limit)")
+    max_epochs = config.get("trainer.max_epochs")
+    if max_epochs is not None and (max_epochs == 0 or max_epochs < -1):
+        raise RecaptureError(
+            f"--trainer.max_epochs {max_epochs} trains nothing: give a positive number (or -1 for no epoch limit)")
+    limit = config.get("trainer.limit_train_batches")
+    if limit is not None and not isinstance(limit, bool) and limit <= 0:
+        raise RecaptureError(
+            f"--trainer.limit_train_batches {limit} trains nothing: give a positive count or fraction (or leave it out)")
+    num_frames = config.get("data.num_frames")
+    if isinstance(num_frames, int) and num_frames < 2:
+        raise RecaptureError(
+            f"--data.num_frames {num_frames}: fine-tuning a video model needs at least 2 frames "
+            "(SVD uses 14, or 25 for img2vid-xt); give --data.num_frames 2 or more")
+    lr = _learning_rate(config.get("model.optimizer"))
+    if lr is not None and lr < 0:
+        raise RecaptureError(
+            f"--model.optimizer.init_args.lr {lr} is negative: give a positive learning rate (the paper uses 5e-4)")
+
+    ckpt_path = config.get("ckpt_path")
+    state = None
+    if ckpt_path is not None:
+        state = run_folder.check_checkpoint(ckpt_path, weights_only=config.get("weights_only"))
+    if state is not None and isinstance(max_steps, int) and max_steps > 0:
+        step = state.get("global_step")
+        if isinstance(step, int) and step >= max_steps:
+            raise RecaptureError(
+                f"--ckpt_path {ckpt_path} is already at step {step} and --trainer.max_steps is {max_steps}: "
+                f"nothing to train; give --trainer.max_steps above {step}")
+    del state
+
+    root = config.get("trainer.default_root_dir") or os.getcwd()
+    if run_folder.is_remote(root) or run_folder.process_rank() != 0:
+        return None
+    lock = run_folder.lock_run_folder(root)
+    try:
+        found = run_folder.previous_run(root)
+        if found and not config.get("overwrite") and ckpt_path is None:
+            run_folder.refuse_reuse(Path(root), found)
+    except BaseException:
+        lock.release()
+        raise
+    return lock
+
+
+def _learning_rate(optimizer: Any) -> float | None:
+    """``lr`` of an optimizer config (``class_path``/``init_args``), if given."""
+    init_args = getattr(optimizer, "init_args", None) if optimizer is not None else None
+    lr = getattr(init_args, "lr", None) if init_args is not None else None
+    return lr if isinstance(lr, (int, float)) and not isinstance(lr, bool) else None
+
+
+def prepare_run_folder(trainer: Trainer, config: Any) -> None:
+    """With ``--overwrite``, delete the previous run's outputs and checkpoints before training (rank 0).
+
+    Runs after the models are resolved, so that a run refused for a missing model deletes nothing.
+    """
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from recapture.training import run_folder
+
+    if not config.get("overwrite") or run_folder.process_rank() != 0:
+        return
+    root = Path(trainer.default_root_dir)
+    if run_folder.is_remote(root):
+        return
+    ckpt_dirs = [cb.dirpath for cb in trainer.callbacks if isinstance(cb, ModelCheckpoint) and cb.dirpath]
+    ckpt_path = config.get("ckpt_path")
+    keep = ckpt_path if ckpt_path is not None and Path(str(ckpt_path)).is_file() else None
+    deleted = run_folder.clear_previous_run(root, [d for d in ckpt_dirs if not run_folder.is_remote(d)], keep=keep)
+    if deleted:
+        log.info("--overwrite: deleted the previous run's %s in %s", ", ".join(deleted), root)
 
 
 def finish_wandb(failed: bool = False) -> None:
@@ -270,6 +407,7 @@ def run_lightning(args: Sequence[str] | None) -> Any:
     """Run a Lightning subcommand (``fit``, ``anchor``, ...) with ``args`` (None: ``sys.argv``)."""
     from recapture.training.datamodule import ReCaptureDataModule
     from recapture.training.module import ReCaptureModule
+    from recapture.training.run_folder import release_all
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
@@ -286,11 +424,14 @@ def run_lightning(args: Sequence[str] | None) -> Any:
         finish_wandb(failed=True)
         if args is not None:  # in-process callers (tests, notebooks) get the exception
             raise
-        print(f"recapture: error: {err}", file=sys.stderr)
+        command = next((a for a in sys.argv[1:] if not a.startswith("-")), "")
+        prefix = f"recapture {command}" if command else "recapture"
+        print(f"{prefix}: error: {err}", file=sys.stderr)
         raise SystemExit(2) from err
     except BaseException:
         finish_wandb(failed=True)
         raise
     finally:
         finish_wandb()
+        release_all()  # the run folder's lock (also when the run failed)
 

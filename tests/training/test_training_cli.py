@@ -198,3 +198,23 @@ def test_every_config_file_is_parsed_by_some_test() -> None:
     stray = [p for p in CONFIGS if p.parent.name not in groups]
     assert not stray, f"configs outside the parsed groups (add a parse test): {stray}"
     assert len(MAIN_CONFIGS) >= 2 and len(OVERLAYS) >= 9
+
+
+def test_fit_into_a_log_file_prints_steady_progress_lines(tmp_path: Path) -> None:
+    """stderr redirected to a file (SLURM, nohup): step/total, loss and ETA lines, not one line at the end."""
+    import os
+    import subprocess
+    import sys
+
+    log = tmp_path / "fit.log"
+    with open(log, "w") as f:
+        proc = subprocess.run(
+            [sys.executable, "-c", "from recapture.cli import main; main()", *_fast_args(tmp_path),
+             "--trainer.enable_progress_bar", "false", "--trainer.logger", "false"],
+            stdout=f, stderr=subprocess.STDOUT, timeout=600, cwd=tmp_path,
+            env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"},
+        )
+    text = log.read_text()
+    assert proc.returncode == 0, text[-2000:]
+    assert "step 1/4 (25%) temporal loss" in text and "step 4/4 (100%)" in text
+    assert "s/step, elapsed" in text and "eta" in text
