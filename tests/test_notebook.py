@@ -150,3 +150,46 @@ def test_notebook_runs_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         ("video", {"data": str(run.resolve() / "comparison.mp4"), "embed": True}),
     ]
     assert figures == [(3, 1), (4, 4)]
+
+
+@pytest.mark.slow
+def test_notebook_runs_in_a_real_jupyter_kernel(tmp_path: Path) -> None:
+    """As shipped (FAST mode only shortens the run; progress bars stay on), executed by nbclient in an
+    ipykernel: Lightning's and the sampler's progress bars inside a kernel must not crash."""
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    pytest.importorskip("ipykernel")
+    import os
+    import sys
+
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    # a kernel of THIS interpreter (the test's environment), whatever kernels the machine has
+    spec_dir = tmp_path / "kernels" / "recapture-test"
+    spec_dir.mkdir(parents=True)
+    (spec_dir / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "recapture test", "language": "python"}))
+    manager = KernelSpecManager(kernel_dirs=[str(tmp_path / "kernels")])
+    nb = nbformat.read(str(NOTEBOOK), as_version=4)
+    env = {"RECAPTURE_NOTEBOOK_FAST": "1", "RECAPTURE_NOTEBOOK_RUN": str(tmp_path / "run"), "WANDB_MODE": "offline",
+           "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        client = nbclient.NotebookClient(nb, timeout=600, kernel_name="recapture-test",
+                                         resources={"metadata": {"path": str(tmp_path)}})
+        client.kernel_manager_class_kwargs = {"kernel_spec_manager": manager}
+        client.km = client.kernel_manager_class(kernel_name="recapture-test", kernel_spec_manager=manager)
+        client.execute()
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    assert not errors, errors
+    assert (tmp_path / "run" / "refined.mp4").is_file() and (tmp_path / "run" / "report.json").is_file()
+    fit = next(c for c in nb.cells if c.get("id") == "fit")
+    assert any("trained 4 steps" in o.get("text", "") for o in fit.outputs)

@@ -153,7 +153,7 @@ class LightningSceneRunner:
         from lightning.fabric.plugins.environments import ClusterEnvironment, LightningEnvironment
 
         from recapture.training.callbacks import GenerateVideo, SDEditRefine, pipeline_order
-        from recapture.training.cli import place_checkpoints
+        from recapture.training.cli import place_checkpoints, prefer_tqdm_progress
 
         kwargs = dict(kwargs)
         callbacks = list(kwargs.get("callbacks") or [])
@@ -179,6 +179,7 @@ class LightningSceneRunner:
             plugins=plugins,
         )
         trainer = self.trainer_class(**kwargs)
+        prefer_tqdm_progress(trainer, self.config)
         place_checkpoints(trainer)  # as `recapture fit` does: <run>/checkpoints, with last.ckpt
         return trainer
 

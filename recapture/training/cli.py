@@ -205,12 +205,30 @@ class ReCaptureCLI(LightningCLI):
         if not any(isinstance(cb, StepProgress) for cb in callbacks):
             callbacks.append(StepProgress())  # lines in log files (prints only when stderr is not a terminal)
         callbacks[:] = pipeline_order(callbacks)
+        prefer_tqdm_progress(self.trainer, self.config["fit"])
         place_checkpoints(self.trainer, replace_in_run_folder=True)
         prepare_run_folder(self.trainer, self.config["fit"])
 
     def after_fit(self) -> None:
         root = Path(self.trainer.default_root_dir)
         print(f"recapture: outputs in {root} (refined.mp4, comparison.mp4, report.json, lora/)")
+
+
+def prefer_tqdm_progress(trainer: Trainer, config: Any = None) -> None:
+    """Use Lightning's tqdm progress bar instead of its Rich default (unless the config asks for Rich).
+
+    The end-of-fit callbacks sample with their own tqdm bars while the training bar is still open;
+    under Rich's live display those writes go through Rich's stderr proxy, which recurses without
+    end in a Jupyter kernel (RecursionError) and garbles terminals. tqdm bars nest cleanly.
+    """
+    from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
+
+    trainer_config = config.get("trainer") if config is not None else None
+    asked = trainer_config is not None and "RichProgressBar" in str(trainer_config.get("callbacks"))
+    callbacks = trainer.callbacks
+    for i, cb in enumerate(callbacks):
+        if isinstance(cb, RichProgressBar) and not asked:
+            callbacks[i] = TQDMProgressBar()
 
 
 def resolve_models(model: Any, datamodule: Any, svd: bool = True) -> None:
