@@ -189,16 +189,18 @@ class SDEditRefine(_Ordered):
 
 
 class LogVideos(_Ordered):
-    """Write ``videos.mp4`` (anchor | mask | generated | refined) and log it to the loggers (W&B)."""
+    """Write ``videos.mp4`` (anchor | mask | generated | refined) and log it to the loggers (W&B), and
+    ``strip.png``: source | anchor | generated | refined at the first, middle and last frame."""
 
     after = ("GenerateVideo", "SDEditRefine")
 
     @rank_zero_only
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        from recapture.io import make_grid, overlay_mask, write_video
+        from recapture.io import make_grid, overlay_mask, save_image, write_video
 
         results = _results(pl_module)
-        anchor = trainer.datamodule.build_anchor().anchor
+        built = trainer.datamodule.build_anchor()
+        anchor = built.anchor
         tiles = [anchor.frames, overlay_mask(anchor.frames, anchor.mask)]
         captions = ["anchor", "mask"]
         for name, video in results.videos().items():
@@ -207,6 +209,20 @@ class LogVideos(_Ordered):
         path = write_video(run_dir(trainer) / "videos.mp4", make_grid(tiles, captions), trainer.datamodule.fps)
         _record_file(pl_module, "videos", path)
         _log_video(trainer, "videos/anchor_mask_generated_refined", path, trainer.datamodule.fps)
+        strip = frame_strip(built.source, anchor.frames, results.videos())
+        _record_file(pl_module, "strip", save_image(run_dir(trainer) / "strip.png", strip))
+
+
+def frame_strip(source: torch.Tensor, anchor: torch.Tensor, videos: dict[str, torch.Tensor]) -> torch.Tensor:
+    """``(3, H', W')``: columns source | anchor | each video, rows the first, middle and last frame."""
+    from recapture.io import make_grid
+
+    t = anchor.shape[0]
+    rows = sorted({0, t // 2, t - 1})
+    names = ["source", "anchor", *videos]
+    grid = make_grid([source, anchor, *videos.values()],
+                     [[f"{n} (frame {i})" for i in range(t)] for n in names])
+    return torch.cat([grid[i] for i in rows], dim=1)
 
 
 class MetricsCallback(_Ordered):

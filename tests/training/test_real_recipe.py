@@ -30,6 +30,7 @@ from recapture.utils import RecaptureError
 
 REPO = Path(__file__).resolve().parents[2]
 SMALL = [
+    "--model.components.tiny", "true",  # the tiny random set (configs/demo.yaml ships the prior)
     "--trainer.max_steps", "2",
     "--model.sampling.num_inference_steps", "2",
     "--model.refine.num_inference_steps", "2",

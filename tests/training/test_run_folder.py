@@ -24,6 +24,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 # a fast variant of the demo (see tests/training/test_training_cli.py), without a logger
 FAST = [
+    "--model.components.tiny", "true",  # the tiny random set (configs/demo.yaml ships the prior)
     "--trainer.max_steps", "2",
     "--model.sampling.num_inference_steps", "2",
     "--model.refine.num_inference_steps", "2",

@@ -17,6 +17,7 @@ OVERLAYS = [p for p in CONFIGS if p.parent.name in ("trajectories", "loggers")]
 
 # a fast variant of the demo: few steps, few denoising steps
 FAST = [
+    "--model.components.tiny", "true",  # the tiny random set (configs/demo.yaml ships the prior)
     "--trainer.max_steps", "4",
     "--model.sampling.num_inference_steps", "4",
     "--model.refine.num_inference_steps", "4",
@@ -126,6 +127,13 @@ def test_demo_fit_end_to_end_resume_and_generate(tmp_path: Path) -> None:
     assert report["global_step"] == 4
     assert {"generate_s", "refine_s", "train_s"} <= set(report["timings_s"])
     assert "anchor_psnr" in report["metrics"] and "temporal_flickering" in report["metrics"]
+    # the frame strip: 4 columns (source | anchor | generated | refined) x 3 rows (first, middle, last frame)
+    from PIL import Image
+
+    strip = Image.open(run / "strip.png")
+    frame_h, frame_w = 64, 128  # --data.size 128 on the 3:2 example clip
+    assert report["files"]["strip"] == str(run / "strip.png")
+    assert strip.width > 4 * frame_w and 3 * frame_h < strip.height < 3 * (frame_h + 40)
 
     # W&B offline run directory holds the logged videos
     wandb_media = list((tmp_path / "wandb").glob("offline-run-*/files/media/videos/**/*.mp4"))
