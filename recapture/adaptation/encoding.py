@@ -305,3 +305,35 @@ class _FrameSizedCrop(torch.nn.Module):
         lo, hi = self.config.crop_ratio
         crop = K.RandomResizedCrop(size=(h, w), scale=self.config.crop_scale, ratio=(lo * w / h, hi * w / h), p=1.0)
         return crop(frames)
+
+
+@dataclass
+class TrainingEncoder:
+    """What encoding the training tensors needs from the model, declared: the frozen encoders, their
+    identity (for cache keys) and the loss settings that shape the tensors.
+
+    The LightningModule hands one to the data module (``ReCaptureModule.training_encoder()``), which
+    calls :meth:`encode` and keys its cache by :meth:`cache_key_parts`; the data module holds no model
+    and the mask policy stays with the loss (``objective.mask_threshold``).
+
+    Attributes:
+        components: ``SVDComponents`` (``vae``, ``image_encoder``).
+        components_id: identifies the weights and dtypes (``ReCaptureModule.components_id()``).
+        objective: the loss settings (prompt noise augmentation, latent mask threshold).
+    """
+
+    components: Any
+    components_id: str
+    objective: EDMConfig
+
+    def cache_key_parts(self) -> tuple[Any, ...]:
+        """Everything of the model side that changes the encoded tensors."""
+        return self.components_id, self.objective.noise_aug_strength, self.objective.mask_threshold
+
+    def encode(
+        self, source: torch.Tensor, anchor: torch.Tensor, anchor_mask: torch.Tensor, device: torch.device | str,
+        augment: AugmentConfig, seed: int,
+    ) -> TrainingTensors:
+        """:func:`encode_training_tensors` with these encoders and settings."""
+        return encode_training_tensors(source, anchor, anchor_mask, self.components, device, augment, self.objective,
+                                       seed)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,7 +19,7 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
-from recapture.adaptation.encoding import AugmentConfig, TrainingTensors, encode_training_tensors
+from recapture.adaptation.encoding import AugmentConfig, TrainingTensors
 from recapture.anchor import AnchorConfig, AnchorResult, build_anchor
 from recapture.cameras import TrajectorySpec
 from recapture.depth import DepthConfig, make_depth_estimator
@@ -150,8 +150,7 @@ class ReCaptureDataModule(LightningDataModule):
         self.tensors: TrainingTensors | None = None
         self.timings: dict[str, Any] = {}  # this run's encoding time and latent-cache status
         self.started_at: float | None = None  # wall clock when this run's stage 1 began
-        self.fps: float = 8.0
-        self._sample: tuple[torch.Tensor, float, torch.Tensor | None, torch.Tensor | None, Any] | None = None
+        self.sample: SourceClip | None = None  # an in-memory clip given by use_sample (the benchmark's)
 
     def use_sample(
         self,
@@ -176,8 +175,7 @@ class ReCaptureDataModule(LightningDataModule):
         """
         if frames.ndim != 4 or frames.shape[1] != 3:
             raise RecaptureError(f"use_sample: frames must be (T, 3, H, W), got {tuple(frames.shape)}")
-        self._sample = (frames, float(fps), depth, K, trajectory)
-        self._sample_depth_name = depth_name
+        self.sample = SourceClip(frames, float(fps), depth, K, trajectory, depth_name)
         self.anchor_result = None
         self.tensors = None
         self.timings = {}
@@ -185,15 +183,15 @@ class ReCaptureDataModule(LightningDataModule):
 
     def needs_depth_model(self) -> bool:
         """Whether stage 1 will run a ``transformers`` depth model (not for the example or a sample with depth)."""
-        if self._sample is not None:
-            return self._sample[2] is None and self.depth.backend == "transformers"
+        if self.sample is not None:
+            return self.sample.depth is None and self.depth.backend == "transformers"
         return self.video != EXAMPLE and self.depth.backend == "transformers"
 
     # ------------------------------------------------------------------ stage 1: anchor
     def load_source(self) -> tuple[torch.Tensor, float, torch.Tensor | None, torch.Tensor | None]:
         """Read the source clip: ``(frames (T, 3, H, W), fps, depth or None, K or None)``."""
-        if self._sample is not None:
-            return self._sample[:4]
+        if self.sample is not None:
+            return self.sample.frames, self.sample.fps, self.sample.depth, self.sample.K
         if self.video == EXAMPLE:
             from recapture.data.example import make_example_clip
 
@@ -220,18 +218,24 @@ class ReCaptureDataModule(LightningDataModule):
         if self.anchor_result is not None:
             return self.anchor_result
         frames, fps, depth, K = self.load_source()
-        self.fps = fps
         if depth is not None:
             from recapture.depth import TensorDepth
 
-            name = self._sample_depth_name if self._sample is not None else "exact:example-scene"
+            name = self.sample.depth_name if self.sample is not None else "exact:example-scene"
             estimator = TensorDepth(depth, name=name)
         else:
             estimator = make_depth_estimator(self.depth, fov_deg=self.anchor.fov_deg, device=device)
-        given = self._sample[4] if self._sample is not None else None
+        given = self.sample.trajectory if self.sample is not None else None
         trajectory = given if given is not None else self.trajectory.build(frames.shape[0])
         self.anchor_result = build_anchor(frames, fps, estimator, trajectory, self.anchor, K=K)
         return self.anchor_result
+
+    @property
+    def fps(self) -> float:
+        """Frame rate of the source clip (known once the anchor is built)."""
+        if self.anchor_result is None:
+            raise RuntimeError("ReCaptureDataModule.fps is known after build_anchor() (prepare_data)")
+        return self.anchor_result.fps
 
     def prepare_data(self) -> None:
         self.started_at = time.time()
@@ -254,8 +258,8 @@ class ReCaptureDataModule(LightningDataModule):
             from recapture.anchor import write_anchor_outputs
 
             write_anchor_outputs(result, self.anchor_output_dir())
-        module = self.trainer.lightning_module
-        components = module.load_parts()
+        # the model's side of encoding, declared (encoders, their identity, the loss's mask policy)
+        encoder = self.trainer.lightning_module.training_encoder()
         device = self.trainer.strategy.root_device
         key = hash_inputs(
             result.report.get("cache_key", ""),
@@ -263,9 +267,7 @@ class ReCaptureDataModule(LightningDataModule):
             result.anchor.frames,
             result.anchor.mask,
             asdict(self.augment),
-            module.components_id(),
-            module.objective.noise_aug_strength,
-            module.objective.mask_threshold,
+            *encoder.cache_key_parts(),
             self.seed,
         )
         cache = Path(self.latent_cache_dir) / f"{key}.safetensors" if self.latent_cache_dir else None
@@ -277,10 +279,8 @@ class ReCaptureDataModule(LightningDataModule):
                 self.timings = {"encode_s": time.perf_counter() - t0, "latent_cache": "hit"}
                 log.info("latent cache hit %s", cache)
                 return
-        self.tensors = encode_training_tensors(
-            result.source, result.anchor.frames, result.anchor.mask, components, device, self.augment,
-            module.objective, self.seed,
-        )
+        self.tensors = encoder.encode(result.source, result.anchor.frames, result.anchor.mask, device, self.augment,
+                                      self.seed)
         self.timings = {"encode_s": time.perf_counter() - t0, "latent_cache": "miss" if cache else "off"}
         log.info("encoded training latents in %.1f s", self.timings["encode_s"])
         if cache is not None:
@@ -291,6 +291,27 @@ class ReCaptureDataModule(LightningDataModule):
             raise RuntimeError("ReCaptureDataModule.setup('fit') must run before train_dataloader()")
         dataset = _StepDataset(self.tensors, self.steps_per_epoch, self.spatial_batch_size, self.seed)
         return DataLoader(dataset, batch_size=1, shuffle=False, collate_fn=_collate, num_workers=0)
+
+
+@dataclass
+class SourceClip:
+    """An in-memory source clip (``ReCaptureDataModule.use_sample``), e.g. a Kubric-4D evaluation sample.
+
+    Attributes:
+        frames: ``(T, 3, H, W)`` in [0, 1].
+        fps: frame rate.
+        depth: ``(T, 1, H, W)`` planar depth, or None to estimate it with ``data.depth``.
+        K: ``(3, 3)`` intrinsics in pixels, or None for ``anchor.fov_deg``.
+        trajectory: the target :class:`~recapture.cameras.Trajectory`, or None to build ``data.trajectory``.
+        depth_name: how ``depth`` is labelled in logs and reports.
+    """
+
+    frames: torch.Tensor
+    fps: float
+    depth: torch.Tensor | None = None
+    K: torch.Tensor | None = None
+    trajectory: Any = None
+    depth_name: str = "exact:sample"
 
 
 def _example_size(size: int | None) -> tuple[int, int]:

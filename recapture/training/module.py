@@ -37,6 +37,7 @@ from recapture.adaptation import (
     temporal_bypass,
 )
 from recapture.sampling import RefineConfig, SamplingConfig
+from recapture.adaptation.encoding import TrainingEncoder
 from recapture.training.results import RunResult
 from recapture.utils import RecaptureError, hash_inputs
 
@@ -165,6 +166,10 @@ class ReCaptureModule(LightningModule):
         if c.tiny:
             return f"tiny-{c.tiny_seed}:{dtypes}"
         return f"{c.pretrained}:{c.variant}:{dtypes}:{_weights_fingerprint(c.pretrained)}"
+
+    def training_encoder(self) -> TrainingEncoder:
+        """The model's side of encoding the training tensors (what the data module needs, declared)."""
+        return TrainingEncoder(self.load_parts(), self.components_id(), self.objective)
 
     def configure_model(self) -> None:
         self.load_parts()  # builds the parts before the strategy moves the UNet

@@ -150,7 +150,9 @@ def _same(a: TrainingTensors, b: TrainingTensors) -> bool:
 @pytest.fixture
 def datamodule(scene, tmp_path: Path, monkeypatch):
     """The real ReCaptureDataModule.setup('fit') with a stand-in trainer and a counting encoder."""
+    import recapture.adaptation.encoding as encoding_module
     import recapture.training.datamodule as dm_module
+    from recapture.adaptation.encoding import TrainingEncoder
     from recapture.adaptation.objective import EDMConfig
 
     calls = []
@@ -159,9 +161,9 @@ def datamodule(scene, tmp_path: Path, monkeypatch):
         calls.append(seed)
         return _tensors(seed)
 
-    monkeypatch.setattr(dm_module, "encode_training_tensors", fake_encode)
+    monkeypatch.setattr(encoding_module, "encode_training_tensors", fake_encode)
     frames, depth = scene
-    module = SimpleNamespace(load_parts=lambda: None, components_id=lambda: "fake", objective=EDMConfig())
+    module = SimpleNamespace(training_encoder=lambda: TrainingEncoder(None, "fake", EDMConfig()))
     trainer = SimpleNamespace(is_global_zero=True, lightning_module=module, default_root_dir=str(tmp_path / "run"),
                               strategy=SimpleNamespace(root_device=torch.device("cpu")))
 
