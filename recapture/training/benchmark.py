@@ -343,13 +343,13 @@ def run_benchmark(trainer: Any, settings: BenchmarkSettings) -> dict[str, Any] |
     """
     from lightning.pytorch.accelerators import CPUAccelerator
 
-    source = getattr(trainer, "benchmark_source", None)
+    source = trainer.benchmark_source
     if source is None:
         raise RecaptureError(
             "trainer.benchmark needs the parsed config: run `recapture benchmark --config ...`; from Python, call "
             "recapture.data.kubric.sweep.run_sweep(settings, runner) with your own SceneRunner"
         )
-    parser, config = source
+    parser, config = source.parser, source.config
     _resolve_scene_models(parser, config, settings)  # before any scene: a missing model stops at once
     dist = dist_info()
     group = settings.wandb_group or Path(settings.output).name

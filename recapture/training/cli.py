@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,14 @@ def extra_subcommands() -> dict[str, str]:
     return dict(_EXTRA)
 
 
+@dataclass(frozen=True)
+class BenchmarkSource:
+    """What ``recapture benchmark`` re-instantiates per scene: the subcommand's parser and parsed config."""
+
+    parser: Any
+    config: Any
+
+
 class ReCaptureTrainer(Trainer):
     """Lightning ``Trainer`` with recapture's extra subcommands.
 
@@ -42,6 +51,9 @@ class ReCaptureTrainer(Trainer):
     """
 
     command_result: dict[str, Path] | None = None
+    # ``benchmark`` builds a fresh run per scene from the parsed config: ReCaptureCLI sets this before
+    # running it (the subcommand parser and the parsed, not instantiated, config)
+    benchmark_source: BenchmarkSource | None = None
 
     def anchor(self, model: LightningModule, datamodule: Any, output: Path | None = None) -> dict[str, Path]:
         """Render the anchor video, validity mask, preview and report for a trajectory (stage 1).
@@ -194,7 +206,7 @@ class ReCaptureCLI(LightningCLI):
 
     def before_benchmark(self) -> None:
         # the benchmark builds a fresh module, data module and trainer per scene from this parsed config
-        self.trainer.benchmark_source = (self._parser(self.subcommand), self.config[self.subcommand])
+        self.trainer.benchmark_source = BenchmarkSource(self._parser(self.subcommand), self.config[self.subcommand])
 
     def before_fit(self) -> None:
         resolve_models(self.model, self.datamodule)

@@ -257,7 +257,7 @@ def captured(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict:
     got: dict = {}
 
     def fake(trainer, settings):
-        got.update(trainer=trainer, settings=settings, config=trainer.benchmark_source[1])
+        got.update(trainer=trainer, settings=settings, config=trainer.benchmark_source.config)
         return None
 
     monkeypatch.setattr(fit, "run_benchmark", fake)
