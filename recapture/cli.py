@@ -25,7 +25,7 @@ from typing import Any
 
 # name -> "module:function". Imported lazily so that `recapture --help` stays fast.
 TOOL_COMMANDS: dict[str, str] = {
-    "trajectory": "recapture.cameras.command:trajectory",
+    "trajectory": "recapture.commands.trajectory:trajectory",
     "evaluate": "recapture.metrics.command:evaluate",
 }
 

@@ -47,11 +47,10 @@ from recapture.cameras.conventions import (
 )
 from recapture.cameras.formats import FORMATS, load_trajectory, save_trajectory, validate_c2w
 from recapture.cameras.poses import interpolate_poses, invert_pose, make_pose
+from recapture.cameras.spec import MoveSpec, TrajectorySpec
 from recapture.cameras.trajectory import (
     PRESETS,
-    MoveSpec,
     Trajectory,
-    TrajectorySpec,
     compose,
     from_keyframes,
     make_trajectory,

@@ -451,8 +451,3 @@ def from_keyframes(
         focal = lerp_keyframes(fs, u, key_t).float()
     return Trajectory(c2w=c2w, focal_scale=focal, name=name)
 
-
-# Config dataclasses live in spec.py (they import this module lazily); re-exported here.
-from recapture.cameras.spec import MoveSpec, TrajectorySpec  # noqa: E402
-
-__all__ += ["MoveSpec", "TrajectorySpec"]
