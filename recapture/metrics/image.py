@@ -182,8 +182,23 @@ def masked_ssim(
     return torch.where(n[..., 0] > 0, per_channel.mean(dim=-1), torch.nan)
 
 
+def mean_frame_psnr(values: Tensor) -> Tensor:
+    """The project's one rule for a video's PSNR from its frames' ``(..., T)`` values.
+
+    Frames equal to the target (infinite PSNR, e.g. the input's first frame, which in gradual mode is
+    the target's) are left out of the mean like undefined (NaN) ones, so one exact frame does not make
+    the mean infinite; a video whose every defined frame is exact stays ``inf``; no defined frame
+    gives NaN. Used by ``recapture evaluate``, the callbacks' metrics and the benchmark alike.
+    """
+    finite = values.masked_fill(torch.isinf(values), torch.nan)
+    mean = torch.nanmean(finite, dim=-1)
+    all_exact = torch.isinf(values).any(dim=-1) & torch.isnan(finite).all(dim=-1)
+    return torch.where(all_exact, torch.full_like(mean, torch.inf), mean)
+
+
 def video_psnr(pred: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
-    """Per-video PSNR: nanmean over frames of the (masked when ``mask`` is given) frame PSNR.
+    """Per-video PSNR: the mean over frames of the (masked when ``mask`` is given) frame PSNR, with
+    exact frames left out (:func:`mean_frame_psnr`).
 
     Args:
         pred: ``(B, T, C, H, W)`` or ``(T, C, H, W)`` in [0, 1].
@@ -195,7 +210,7 @@ def video_psnr(pred: Tensor, target: Tensor, mask: Tensor | None = None) -> Tens
     """
     p, t = check_pair(pred, target)
     values = psnr(p, t) if mask is None else masked_psnr(p, t, check_mask(mask, p))
-    return torch.nanmean(values, dim=1)
+    return mean_frame_psnr(values)
 
 
 def video_ssim(pred: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:

@@ -186,3 +186,21 @@ def test_a_command_line_run_prints_the_headline_and_the_table_path(
     assert "recapture evaluate: 1 video(s): psnr " in out and "ssim " in out
     assert f"table: {root / 'printed' / 'metrics.md'}" in out
     assert f"{report['mean']['psnr']:.2f}" in out
+
+
+def test_one_psnr_rule_for_evaluate_the_callbacks_and_the_benchmark() -> None:
+    """A frame identical to the target is left out of the video's PSNR mean everywhere (it used to be
+    dropped by the benchmark but averaged, as inf, by evaluate and the callbacks)."""
+    from recapture.data.kubric.results import score_video
+    from recapture.metrics import compute_metrics, psnr, video_psnr
+
+    g = torch.Generator().manual_seed(0)
+    target = torch.rand(4, 3, 16, 16, generator=g)
+    pred = (target + 0.05 * torch.randn(4, 3, 16, 16, generator=g)).clamp(0, 1)
+    pred[0] = target[0]  # the input's first frame in gradual mode
+    expected = float(psnr(pred[1:], target[1:]).mean())
+    assert float(video_psnr(pred, target)) == pytest.approx(expected)
+    assert compute_metrics(pred, target, metrics=("psnr",))["psnr"] == pytest.approx(expected)
+    occluded = torch.zeros(4, 1, 16, 16)
+    assert score_video(pred, target, occluded)["psnr"] == pytest.approx(expected)
+    assert float(video_psnr(target, target)) == float("inf")  # an exact video stays exact

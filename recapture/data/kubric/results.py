@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from recapture.metrics import masked_psnr, psnr, video_lpips, video_ssim
+from recapture.metrics.image import mean_frame_psnr
 from recapture.metrics.vbench import temporal_flickering
 from recapture.utils import RecaptureError, atomic_path, write_json
 
@@ -97,9 +98,9 @@ def score_video(pred: Tensor, target: Tensor, occluded: Tensor, lpips: Any = Non
     scores: dict[str, float | None] = {}
     for suffix, mask in (("", None), ("_occ", occluded), ("_vis", visible)):
         frame_psnr = psnr(pred, target) if mask is None else masked_psnr(pred, target, mask)
-        # a frame equal to the target (the input video's first frame in gradual mode) has an infinite
-        # PSNR; it is left out of the mean like an undefined one, instead of making the mean infinite
-        scores[f"psnr{suffix}"] = _value(torch.nanmean(frame_psnr.masked_fill(torch.isinf(frame_psnr), torch.nan)))
+        # the project's one PSNR rule: exact frames (the input's first frame in gradual mode) left out
+        value = mean_frame_psnr(frame_psnr)
+        scores[f"psnr{suffix}"] = None if torch.isinf(value) else _value(value)
         scores[f"ssim{suffix}"] = _value(video_ssim(pred, target, mask))
         if lpips is None:
             scores[f"lpips{suffix}"] = None
