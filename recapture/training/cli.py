@@ -433,6 +433,26 @@ def _netrc_has_wandb() -> bool:
     return auth is not None
 
 
+class _DropTips(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.getMessage()).startswith("💡 Tip")
+
+
+def quiet_lightning_tips() -> None:
+    """Silence Lightning's advertising and a warning that is wrong for us (idempotent).
+
+    * "💡 Tip: ... litlogger ..." on every trainer;
+    * "Found N module(s) in eval mode at the start of training": the frozen SVD base is in eval
+      mode on purpose (only the LoRAs train; dropout and norms of the base stay in inference mode).
+    """
+    import warnings
+
+    target = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _DropTips) for f in target.filters):
+        target.addFilter(_DropTips())
+    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
+
+
 def run_lightning(args: Sequence[str] | None) -> Any:
     """Run a Lightning subcommand (``fit``, ``anchor``, ...) with ``args`` (None: ``sys.argv``)."""
     from recapture.training.datamodule import ReCaptureDataModule
@@ -440,6 +460,7 @@ def run_lightning(args: Sequence[str] | None) -> Any:
     from recapture.training.run_folder import release_all
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    quiet_lightning_tips()
     try:
         return ReCaptureCLI(
             ReCaptureModule,

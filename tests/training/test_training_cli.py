@@ -226,3 +226,20 @@ def test_fit_into_a_log_file_prints_steady_progress_lines(tmp_path: Path) -> Non
     assert proc.returncode == 0, text[-2000:]
     assert "step 1/4 (25%) temporal loss" in text and "step 4/4 (100%)" in text
     assert "s/step, elapsed" in text and "eta" in text
+
+
+def test_console_fit_has_no_lightning_tips_or_eval_mode_warning(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-c", "from recapture.cli import main; main()", *_fast_args(tmp_path),
+         "--trainer.max_steps", "2", "--trainer.logger", "false"],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"},
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = proc.stdout + proc.stderr
+    assert "litlogger" not in out and "in eval mode at the start of training" not in out
+    assert "step 2/2 (100%)" in out  # the run itself still reports

@@ -22,7 +22,13 @@ from typing import Any, Optional
 import torch
 from lightning.pytorch.cli import LightningCLI
 
-from recapture.training.cli import RunConfigSaver, ensure_wandb_mode, finish_wandb, place_checkpoints
+from recapture.training.cli import (
+    RunConfigSaver,
+    ensure_wandb_mode,
+    finish_wandb,
+    place_checkpoints,
+    quiet_lightning_tips,
+)
 from recapture.training.pretrain.base import PriorStage
 from recapture.training.pretrain.callbacks import ExportPrior, PretrainProgress
 from recapture.training.pretrain.data import PretrainDataModule
@@ -93,6 +99,7 @@ def run_pretrain(args: Sequence[str], in_process: bool = True) -> Any:
         in_process: raise user errors (tests, notebooks) instead of printing one line and exiting with 2.
     """
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    quiet_lightning_tips()
     args = list(args)
     PretrainCLI.command_line = shlex.join(["recapture", "pretrain", *args])
     try:
