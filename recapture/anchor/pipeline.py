@@ -349,7 +349,8 @@ def _preview_tiles(result: AnchorResult) -> list[Tensor]:
 def write_anchor_outputs(result: AnchorResult, out_dir: str | Path) -> dict[str, Path]:
     """Write ``anchor.mp4``, ``mask.mp4``, ``preview.mp4``, ``trajectory.json`` and ``report.json``.
 
-    Every file is written atomically. The preview shows source | anchor | mask overlay (invalid
+    Every file is written atomically; the videos at :func:`~recapture.io.watchable_fps` (the source's
+    rate, slowed so that the clip lasts at least 1.5 s; ``report.json`` says which). The preview shows source | anchor | mask overlay (invalid
     pixels tinted) side by side with captions; the overlay's ``valid N%`` caption is each frame's
     own coverage.
 
@@ -361,11 +362,11 @@ def write_anchor_outputs(result: AnchorResult, out_dir: str | Path) -> dict[str,
         ``{"anchor": path, "mask": path, "preview": path, "trajectory": path, "report": path}``.
     """
     from recapture.cameras import save_trajectory
-    from recapture.io import make_grid, write_video
+    from recapture.io import make_grid, watchable_fps, write_video
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    fps = result.fps
+    fps = watchable_fps(result.fps, result.anchor.frames.shape[0])  # a short clip is slowed to be seen
     files = {
         "anchor": write_video(out / "anchor.mp4", result.anchor.frames.clamp(0, 1), fps),
         "mask": write_video(out / "mask.mp4", result.anchor.mask, fps),
@@ -378,6 +379,6 @@ def write_anchor_outputs(result: AnchorResult, out_dir: str | Path) -> dict[str,
         out / "preview.mp4", make_grid(_preview_tiles(result), captions=captions), fps
     )
     files["trajectory"] = save_trajectory(result.trajectory, out / "trajectory.json")
-    files["report"] = write_json(out / "report.json", result.report)
-    log.info("anchor outputs written to %s", out)
+    files["report"] = write_json(out / "report.json", {**result.report, "video_fps": fps})
+    log.info("anchor outputs written to %s (videos at %.3g fps; source %.3g fps)", out, fps, result.fps)
     return {k: Path(v) for k, v in files.items()}

@@ -7,7 +7,7 @@ from recapture.io.cuts import cut_warning, detect_cuts
 from recapture.io.resize import ResizePlan, apply_resize, plan_resize, resize_frames, target_size
 from recapture.io.video import Video, probe_video, read_video
 from recapture.io.visual import make_grid, overlay_mask, save_image
-from recapture.io.writer import frames_digest, write_video
+from recapture.io.writer import frames_digest, watchable_fps, write_video
 
 __all__ = [
     "ResizePlan",
@@ -24,5 +24,6 @@ __all__ = [
     "save_image",
     "target_size",
     "frames_digest",
+    "watchable_fps",
     "write_video",
 ]

@@ -16,6 +16,20 @@ from recapture.utils import RecaptureError, atomic_path
 _CONTAINERS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}
 
 
+MIN_PREVIEW_SECONDS = 1.5
+
+
+def watchable_fps(fps: float, num_frames: int, min_seconds: float = MIN_PREVIEW_SECONDS) -> float:
+    """The frame rate output videos are written at: the source's, slowed so the clip lasts ``min_seconds``.
+
+    A 14-frame clip of a 30 fps video would flash by in half a second; it is written at 9.3 fps
+    instead (1.5 s). Clips that already last long enough keep their rate. Reports record the rate used.
+    """
+    if fps <= 0 or num_frames < 1:
+        raise RecaptureError(f"watchable_fps: fps={fps} and num_frames={num_frames} must be positive")
+    return round(min(float(fps), max(1.0, num_frames / min_seconds)), 3)
+
+
 def fps_to_fraction(fps: float) -> Fraction:
     """Exact rational frame rate: 29.97 -> 2997/100, 30000/1001 (29.97003) -> 30000/1001."""
     if not (isinstance(fps, (int, float, Fraction)) and math.isfinite(fps) and fps > 0):

@@ -140,8 +140,8 @@ class GenerateVideo(_Ordered):
 
         frames = self._generate(trainer, pl_module)
         path = write_video(run_dir(trainer) / "progress" / f"step_{trainer.global_step:06d}.mp4", frames,
-                           trainer.datamodule.fps)
-        _log_video(trainer, "progress/generated", path, trainer.datamodule.fps)
+                           trainer.datamodule.video_fps)
+        _log_video(trainer, "progress/generated", path, trainer.datamodule.video_fps)
 
     @rank_zero_only
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -151,7 +151,7 @@ class GenerateVideo(_Ordered):
 
         frames = self._generate(trainer, pl_module)
         _results(pl_module).generated = frames
-        path = write_video(run_dir(trainer) / "generated.mp4", frames, trainer.datamodule.fps)
+        path = write_video(run_dir(trainer) / "generated.mp4", frames, trainer.datamodule.video_fps)
         _record_file(pl_module, "generated", path)
         log.info("wrote %s", path)
 
@@ -183,7 +183,7 @@ class SDEditRefine(_Ordered):
         refined, seconds = refine_video(pl_module.components, results.generated, anchor, config)
         results.timings["refine_s"] = seconds
         results.refined = refined
-        files = write_refined(run_dir(trainer), anchor, refined, trainer.datamodule.fps)
+        files = write_refined(run_dir(trainer), anchor, refined, trainer.datamodule.video_fps)
         for name, path in files.items():
             _record_file(pl_module, name, path)
 
@@ -206,9 +206,9 @@ class LogVideos(_Ordered):
         for name, video in results.videos().items():
             tiles.append(video)
             captions.append(name)
-        path = write_video(run_dir(trainer) / "videos.mp4", make_grid(tiles, captions), trainer.datamodule.fps)
+        path = write_video(run_dir(trainer) / "videos.mp4", make_grid(tiles, captions), trainer.datamodule.video_fps)
         _record_file(pl_module, "videos", path)
-        _log_video(trainer, "videos/anchor_mask_generated_refined", path, trainer.datamodule.fps)
+        _log_video(trainer, "videos/anchor_mask_generated_refined", path, trainer.datamodule.video_fps)
         strip = frame_strip(built.source, anchor.frames, results.videos())
         _record_file(pl_module, "strip", save_image(run_dir(trainer) / "strip.png", strip))
 
@@ -360,6 +360,7 @@ class RunReport(_Ordered):
         report = {
             "run_dir": str(run_dir(trainer)),
             "global_step": trainer.global_step,
+            "fps": {"source": datamodule.fps, "videos": datamodule.video_fps},
             "anchor": {k: v for k, v in anchor.report.items() if k not in ("coverage", "timings")},
             "coverage": anchor.report.get("coverage"),
             # what THIS run spent: a cache hit costs its loading time, and says so in "caches"

@@ -119,8 +119,8 @@ class ReCaptureTrainer(Trainer):
         with torch.no_grad(), components.placed(device, ("unet",)):
             generated, t_gen = generate_video(components, anchor, sampling)
             refined, t_ref = refine_video(components, generated, anchor, refine)
-        files = {"generated": write_video(out / "generated.mp4", generated, datamodule.fps)}
-        files.update(write_refined(out, anchor, refined, datamodule.fps))
+        files = {"generated": write_video(out / "generated.mp4", generated, datamodule.video_fps)}
+        files.update(write_refined(out, anchor, refined, datamodule.video_fps))
         report = {
             "seed": sampling.seed,
             "refine_strength": refine.strength,

@@ -237,6 +237,13 @@ class ReCaptureDataModule(LightningDataModule):
             raise RuntimeError("ReCaptureDataModule.fps is known after build_anchor() (prepare_data)")
         return self.anchor_result.fps
 
+    @property
+    def video_fps(self) -> float:
+        """Frame rate of the output videos: the source's, slowed so the clip lasts >= 1.5 s."""
+        from recapture.io import watchable_fps
+
+        return watchable_fps(self.fps, self.anchor_result.anchor.frames.shape[0])
+
     def prepare_data(self) -> None:
         self.started_at = time.time()
         self.build_anchor(device=self.trainer.strategy.root_device if self.trainer is not None else None)
