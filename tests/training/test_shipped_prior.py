@@ -1,0 +1,74 @@
+"""The shipped prior `recapture-tiny`: loads by name, matches its checksums and card, and does its job."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from recapture import hub
+from recapture.adaptation import ComponentsConfig, load_components
+from recapture.checksums import verify_checksums
+from recapture.utils import RecaptureError
+
+REPO = Path(__file__).resolve().parents[2]
+ASSET = hub.ASSETS / "recapture-tiny"
+
+
+def test_loads_by_name_with_its_clip_length_and_size_budget() -> None:
+    parts = load_components(ComponentsConfig(pretrained="recapture-tiny", variant=None))
+    assert parts.num_frames_default == 8
+    assert parts.vae_scale_factor == 4 and parts.vae.config.scaling_factor != 0.18215
+    assert parts.unet.config.in_channels == 2 * parts.vae.config.latent_channels
+    weights = sum(f.stat().st_size for f in ASSET.rglob("*.safetensors"))
+    assert weights <= 20e6, f"{weights / 1e6:.1f} MB of weights (budget 20 MB)"
+
+
+def test_checksums_match_the_files_and_the_model_card() -> None:
+    assert verify_checksums(ASSET) == []
+    card = (ASSET / "model_card.md").read_text()
+    table = json.loads((ASSET / "checksums.json").read_text())["files"]
+    weights = {k: v for k, v in table.items() if k.endswith(".safetensors")}
+    assert len(weights) == 3  # unet, vae, image encoder
+    for name, digest in weights.items():
+        assert f"| `{name}` | `{digest}` |" in card, name
+    assert "recapture pretrain --config configs/pretrain/recapture-tiny-vae.yaml" in card
+
+
+def test_a_tampered_install_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    copy = tmp_path / "recapture-tiny"
+    shutil.copytree(ASSET, copy)
+    weights = copy / "unet" / "diffusion_pytorch_model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    monkeypatch.setattr(hub, "ASSETS", tmp_path)
+    with pytest.raises(RecaptureError, match=r"does not match its checksums.json \(unet/diffusion_pytorch_model"):
+        load_components(ComponentsConfig(pretrained="recapture-tiny", variant=None))
+    shutil.rmtree(copy)
+    with pytest.raises(RecaptureError, match="is not installed"):
+        load_components(ComponentsConfig(pretrained="recapture-tiny", variant=None))
+
+
+def test_the_prior_reconstructs_and_continues_a_held_out_clip() -> None:
+    """Unlike random weights, the prior decodes pixels and keeps the first frame it is given."""
+    from recapture.data.procedural.dataset import ProceduralVideoDataset
+    from recapture.metrics import psnr
+    from recapture.sampling import SamplingConfig, generate
+
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    parts = load_components(ComponentsConfig(pretrained="recapture-tiny", variant=None))
+    clip = ProceduralVideoDataset(split="eval", num_clips=1, supersample=2, with_geometry=False,
+                                  with_target=False)[0]["video"]
+    from recapture.adaptation import encode_latents
+    from recapture.sampling.decode import decode_latents
+
+    with torch.no_grad():
+        decoded = decode_latents(parts.vae, encode_latents(parts.vae, clip), clip.shape[0])
+    assert float(psnr(decoded, clip).mean()) > 18.0  # the model card has the held-out mean
+    out = generate(parts, clip[0], clip.shape[0], SamplingConfig(num_inference_steps=8, seed=0), adapters=None,
+                   progress=False).frames
+    assert float(psnr(out[:1], clip[:1]).mean()) > 16.0  # the prompt frame comes back
