@@ -95,8 +95,13 @@ def run_tool(name: str, args: Sequence[str]) -> Any:
     """Parse ``args`` for the tool command ``name`` and call it."""
     from jsonargparse import ActionConfigFile, ArgumentParser
 
+    from recapture.utils import OneLineParserErrors
+
+    class ToolParser(OneLineParserErrors, ArgumentParser):
+        pass
+
     func = _load(TOOL_COMMANDS[name])
-    parser = ArgumentParser(
+    parser = ToolParser(
         prog=f"recapture {name}",
         description=(inspect.getdoc(func) or "").split("\nArgs:")[0].strip(),
         exit_on_error=True,

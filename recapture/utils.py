@@ -176,3 +176,34 @@ def _update_hash(h: Any, part: Any) -> None:
             _update_hash(h, part[k])
     else:
         h.update(json.dumps(part, sort_keys=True, default=str).encode())
+
+
+class OneLineParserErrors:
+    """Mixin for a jsonargparse ``ArgumentParser``: an error is one line first, the usage only on ``--help``.
+
+    jsonargparse prints the whole usage (~160 lines for ``recapture fit``) before the error, so the
+    line that matters scrolls away. With this mixin a command-line or config error prints
+    ``recapture fit: error: <message>`` and a pointer to ``--help``, and exits with status 2. Option
+    prefixes (``--data.num_frame`` for ``--data.num_frames``) are refused, not silently expanded
+    (``allow_abbrev=False``).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str, ex: Exception | None = None) -> Any:
+        import sys
+
+        from jsonargparse._common import debug_mode_active
+
+        if not getattr(self, "exit_on_error", True) or debug_mode_active():
+            return super().error(message, ex)  # type: ignore[misc]  # raises for in-code callers
+        parser = getattr(ex, "subcommand_parser", None) or self
+        prog = str(parser.prog).replace(" [options]", "")
+        lines = str(message).strip().splitlines() or ["invalid arguments"]
+        sys.stderr.write(f"{prog}: error: {lines[0]}\n")
+        for line in lines[1:]:
+            sys.stderr.write(f"  {line}\n")
+        sys.stderr.write(f"(`{prog} --help` lists every option)\n")
+        parser.exit(2)

@@ -16,10 +16,10 @@ from typing import Any
 
 import torch
 from lightning.pytorch import LightningModule, Trainer
-from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
 from recapture.data.kubric.sweep import BenchmarkSettings
-from recapture.utils import RecaptureError
+from recapture.utils import OneLineParserErrors, RecaptureError
 
 log = logging.getLogger("recapture")
 
@@ -169,6 +169,10 @@ class RunConfigSaver(SaveConfigCallback):
             self.parser.save(config, str(tmp), skip_none=False, overwrite=True, multifile=False)
         for lg in trainer.loggers:
             lg.log_hyperparams(self.config.as_dict())
+
+
+class ReCaptureArgumentParser(OneLineParserErrors, LightningArgumentParser):
+    """LightningCLI's parser with one-line errors (usage only on ``--help``) and no option prefixes."""
 
 
 class ReCaptureCLI(LightningCLI):
@@ -459,13 +463,18 @@ def run_lightning(args: Sequence[str] | None) -> Any:
     from recapture.training.module import ReCaptureModule
     from recapture.training.run_folder import release_all
 
+    from recapture.adaptation.quiet import import_svd_pipeline_quietly
+
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     quiet_lightning_tips()
+    import_svd_pipeline_quietly()
     try:
         return ReCaptureCLI(
             ReCaptureModule,
             ReCaptureDataModule,
             trainer_class=ReCaptureTrainer,
+            parser_class=ReCaptureArgumentParser,
+            parser_kwargs={"prog": "recapture"},
             save_config_callback=RunConfigSaver,
             save_config_kwargs={"overwrite": True},
             seed_everything_default=0,

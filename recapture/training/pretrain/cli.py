@@ -22,7 +22,9 @@ from typing import Any, Optional
 import torch
 from lightning.pytorch.cli import LightningCLI
 
+from recapture.adaptation.quiet import import_svd_pipeline_quietly
 from recapture.training.cli import (
+    ReCaptureArgumentParser,
     RunConfigSaver,
     ensure_wandb_mode,
     finish_wandb,
@@ -100,6 +102,7 @@ def run_pretrain(args: Sequence[str], in_process: bool = True) -> Any:
     """
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     quiet_lightning_tips()
+    import_svd_pipeline_quietly()
     args = list(args)
     PretrainCLI.command_line = shlex.join(["recapture", "pretrain", *args])
     try:
@@ -110,6 +113,7 @@ def run_pretrain(args: Sequence[str], in_process: bool = True) -> Any:
                 PriorStage,
                 PretrainDataModule,
                 subclass_mode_model=True,
+                parser_class=ReCaptureArgumentParser,
                 save_config_callback=RunConfigSaver,
                 save_config_kwargs={"overwrite": True},
                 seed_everything_default=0,

@@ -1,0 +1,57 @@
+"""A command-line or config mistake is one line naming it (exit 2); the usage is printed only on --help."""
+
+from __future__ import annotations
+
+import pytest
+
+from recapture.cli import cli_main
+
+
+def _error_lines(capsys: pytest.CaptureFixture[str], args: list[str]) -> list[str]:
+    with pytest.raises(SystemExit) as exc:
+        cli_main(args)
+    assert exc.value.code == 2
+    return capsys.readouterr().err.strip().splitlines()
+
+
+@pytest.mark.parametrize(
+    ("args", "first_line"),
+    [
+        (["fit", "--config", "configs/demo.yaml", "--data.bogus", "3"],
+         "recapture fit: error: unrecognized arguments: --data.bogus 3"),
+        # a prefix of --data.num_frames is refused, not silently expanded
+        (["fit", "--config", "configs/demo.yaml", "--data.num_frame", "3"],
+         "recapture fit: error: unrecognized arguments: --data.num_frame 3"),
+        (["anchor", "--config", "configs/demo.yaml", "--trainer.max_step", "3"],
+         "recapture anchor: error: unrecognized arguments: --trainer.max_step 3"),
+        (["evaluate", "--predictio", "x.mp4"], "recapture evaluate: error: unrecognized arguments: --predictio x.mp4"),
+    ],
+)
+def test_unknown_or_abbreviated_options_are_one_line(capsys: pytest.CaptureFixture[str], args: list[str],
+                                                     first_line: str) -> None:
+    lines = _error_lines(capsys, args)
+    errors = [i for i, line in enumerate(lines) if ": error: " in line]
+    assert errors and lines[errors[0]] == first_line, lines
+    assert not any(line.lstrip().startswith("usage:") or "[--" in line for line in lines), lines
+    assert lines[-1] == f"(`{first_line.split(': error')[0]} --help` lists every option)"
+
+
+def test_a_wrong_type_names_the_key_and_the_value(capsys: pytest.CaptureFixture[str]) -> None:
+    lines = _error_lines(capsys, ["fit", "--config", "configs/demo.yaml", "--data.num_frames", "abc"])
+    first = next(i for i, line in enumerate(lines) if ": error: " in line)
+    assert lines[first].startswith("recapture fit: error: ") and "data.num_frames" in lines[first]
+    assert "abc" in " ".join(lines[first:]) and len(lines) - first <= 4, lines
+
+
+def test_pretrain_errors_are_short_too(capsys: pytest.CaptureFixture[str]) -> None:
+    lines = _error_lines(capsys, ["pretrain", "--config", "configs/pretrain/recapture-tiny-vae.yaml",
+                                  "--trainer.max_step", "3"])
+    assert lines[0] == "recapture pretrain: error: unrecognized arguments: --trainer.max_step 3", lines
+    assert len(lines) == 2
+
+
+def test_help_still_prints_the_usage(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli_main(["evaluate", "--help"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.startswith("usage: recapture evaluate")
