@@ -26,7 +26,13 @@ import torch
 from recapture.adaptation import ComponentsConfig, load_components
 from recapture.data.procedural import ProceduralVideoDataset
 from recapture.training.pretrain.callbacks import machine_line
-from recapture.training.pretrain.quality import reconstruction_psnr, sample_quality, write_strip
+from recapture.training.pretrain.quality import (
+    reconstruction_colour,
+    reconstruction_psnr,
+    sample_quality,
+    saturation,
+    write_strip,
+)
 
 
 def clip_settings(folder: Path, args: argparse.Namespace) -> tuple[int, int, int]:
@@ -70,6 +76,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     t0 = time.perf_counter()
     rec = reconstruction_psnr(parts.vae, clips[: args.clips])
     t_rec = time.perf_counter() - t0
+    colour = reconstruction_colour(parts.vae, clips[: args.clips])
     t0 = time.perf_counter()
     quality = sample_quality(parts, clips[: args.sample_clips], num_inference_steps=args.steps,
                              max_guidance_scale=args.max_guidance)
@@ -86,6 +93,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     rows = {
         f"VAE reconstruction PSNR, mean of {len(rec)} clips (dB)": float(rec.mean()),
         "VAE reconstruction PSNR, worst clip (dB)": float(rec.min()),
+        "VAE colour kept (saturation of reconstructions / of the clips; 1 = all, 0 = grey)": colour,
+        "sample colour (saturation of samples / of the true clips)":
+            saturation(frames) / max(saturation(clips[: args.sample_clips]), 1e-8),
         f"sample PSNR to ground truth, frames 1.., {quality['sample_clips']} clips (dB)": quality["sample_psnr_db"],
         "static baseline (first frame repeated) PSNR (dB)": quality["static_psnr_db"],
         "sampled frame 0 PSNR to the prompt (dB)": quality["sample_frame0_psnr_db"],

@@ -8,8 +8,9 @@
 * masked SSIM (GCD): erode the mask 3 times (3x3 cross, outside counts as 0), crop a 3-px border,
   average the SSIM map over the eroded mask per channel, then over channels.
 
-Empty masks give NaN. Everything is computed in float64. Per video: nanmean over frames; per
-dataset: mean over videos (videos whose value is NaN are left out).
+Empty masks give NaN. Everything is computed in float64, one image at a time (a float64 copy of a
+whole clip, five for SSIM, would cost gigabytes at 720p: memory is that of one frame). Per video:
+nanmean over frames; per dataset: mean over videos (videos whose value is NaN are left out).
 """
 
 from __future__ import annotations
@@ -82,6 +83,19 @@ def ssim_map(pred: Tensor, target: Tensor, data_range: float = 1.0, win_size: in
     return (num / den).reshape(*lead, *pred.shape[-2:])
 
 
+def _per_image(fn, *tensors: Tensor) -> Tensor:  # noqa: ANN001
+    """``fn`` applied to each ``(C, H, W)`` image of ``(..., C, H, W)`` tensors (same leading shape), stacked.
+
+    ``fn`` maps ``(1, C, H, W)`` tensors to a ``(1,)`` result; the result has the leading shape.
+    """
+    lead = tensors[0].shape[:-3]
+    flat = [t.reshape(-1, *t.shape[-3:]) for t in tensors]
+    n = flat[0].shape[0]
+    if n == 0:
+        return torch.empty(lead, dtype=torch.float64, device=tensors[0].device)
+    return torch.cat([fn(*(t[i : i + 1] for t in flat)) for i in range(n)]).reshape(lead)
+
+
 def _crop(x: Tensor, border: int) -> Tensor:
     return x[..., border : x.shape[-2] - border, border : x.shape[-1] - border]
 
@@ -116,8 +130,14 @@ def psnr(pred: Tensor, target: Tensor, data_range: float = 1.0) -> Tensor:
     Returns:
         ``(...)`` float64 in dB (inf where the images are equal).
     """
-    mse = (pred.detach().double() - target.detach().double()).pow(2).mean(dim=(-3, -2, -1))
-    return 10 * torch.log10(data_range**2 / mse)
+    if pred.shape != target.shape:
+        raise ValueError(f"psnr: shapes differ: {tuple(pred.shape)} vs {tuple(target.shape)}")
+
+    def one(p: Tensor, t: Tensor) -> Tensor:
+        mse = (p.detach().double() - t.detach().double()).pow(2).mean(dim=(-3, -2, -1))
+        return 10 * torch.log10(data_range**2 / mse)
+
+    return _per_image(one, pred, target)
 
 
 def masked_psnr(pred: Tensor, target: Tensor, mask: Tensor, data_range: float = 1.0) -> Tensor:
@@ -132,11 +152,14 @@ def masked_psnr(pred: Tensor, target: Tensor, mask: Tensor, data_range: float = 
     Returns:
         ``(...)`` float64 in dB.
     """
-    m = (mask > 0.5).double() if mask.dtype != torch.bool else mask.double()
-    sq = (pred.detach().double() - target.detach().double()).pow(2) * m
-    n = m.sum(dim=(-3, -2, -1)) * pred.shape[-3]
-    mse = sq.sum(dim=(-3, -2, -1)) / n
-    return torch.where(n > 0, 10 * torch.log10(data_range**2 / mse), torch.nan)
+    def one(p: Tensor, t: Tensor, mk: Tensor) -> Tensor:
+        m = (mk > 0.5).double() if mk.dtype != torch.bool else mk.double()
+        sq = (p.detach().double() - t.detach().double()).pow(2) * m
+        n = m.sum(dim=(-3, -2, -1)) * p.shape[-3]
+        mse = sq.sum(dim=(-3, -2, -1)) / n
+        return torch.where(n > 0, 10 * torch.log10(data_range**2 / mse), torch.nan)
+
+    return _per_image(one, pred, target, mask.expand(*pred.shape[:-3], *mask.shape[-3:]))
 
 
 def ssim(pred: Tensor, target: Tensor, data_range: float = 1.0) -> Tensor:
@@ -150,8 +173,15 @@ def ssim(pred: Tensor, target: Tensor, data_range: float = 1.0) -> Tensor:
     Returns:
         ``(...)`` float64.
     """
-    s = _crop(ssim_map(pred, target, data_range), (SSIM_WINDOW - 1) // 2)
-    return s.mean(dim=(-2, -1)).mean(dim=-1)
+    def one(p: Tensor, t: Tensor) -> Tensor:  # one channel at a time: 5 float64 planes, not 15
+        border = (SSIM_WINDOW - 1) // 2
+        per_channel = [_crop(ssim_map(p[:, c : c + 1], t[:, c : c + 1], data_range), border).mean(dim=(-3, -2, -1))
+                       for c in range(p.shape[1])]
+        return torch.stack(per_channel, dim=-1).mean(dim=-1)
+
+    if pred.shape != target.shape:
+        raise ValueError(f"ssim_map: shapes differ: {tuple(pred.shape)} vs {tuple(target.shape)}")
+    return _per_image(one, pred, target)
 
 
 def masked_ssim(
@@ -174,12 +204,18 @@ def masked_ssim(
         ``(...)`` float64; NaN where the eroded, cropped mask is empty.
     """
     border = (SSIM_WINDOW - 1) // 2
-    m = (mask > 0.5) if mask.dtype != torch.bool else mask
-    m = _crop(binary_erosion(m, erosion_iterations), border).double()
-    s = _crop(ssim_map(pred, target, data_range), border)
-    n = m.sum(dim=(-2, -1))  # (..., 1)
-    per_channel = (s * m).sum(dim=(-2, -1)) / n
-    return torch.where(n[..., 0] > 0, per_channel.mean(dim=-1), torch.nan)
+
+    def one(p: Tensor, t: Tensor, mk: Tensor) -> Tensor:
+        m = (mk > 0.5) if mk.dtype != torch.bool else mk
+        m = _crop(binary_erosion(m, erosion_iterations), border).double()
+        n = m.sum(dim=(-2, -1))  # (1, 1)
+        per_channel = torch.cat([(_crop(ssim_map(p[:, c : c + 1], t[:, c : c + 1], data_range), border) * m)
+                                 .sum(dim=(-2, -1)) for c in range(p.shape[1])], dim=-1) / n
+        return torch.where(n[..., 0] > 0, per_channel.mean(dim=-1), torch.nan)
+
+    if pred.shape != target.shape:
+        raise ValueError(f"ssim_map: shapes differ: {tuple(pred.shape)} vs {tuple(target.shape)}")
+    return _per_image(one, pred, target, mask.expand(*pred.shape[:-3], *mask.shape[-3:]))
 
 
 def mean_frame_psnr(values: Tensor) -> Tensor:

@@ -72,3 +72,19 @@ def test_the_prior_reconstructs_and_continues_a_held_out_clip() -> None:
     out = generate(parts, clip[0], clip.shape[0], SamplingConfig(num_inference_steps=8, seed=0), adapters=None,
                    progress=False).frames
     assert float(psnr(out[:1], clip[:1]).mean()) > 16.0  # the prompt frame comes back
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "known defect of the shipped recapture-tiny VAE: it reconstructs grey. Its decoder collapsed onto "
+    "one luminance signal (its three output channels before time_conv_out correlate at |r| > 0.99); "
+    "the prior must be retrained (see benchmarks/README.md, 'The shipped prior')."))
+def test_the_vae_keeps_colour() -> None:
+    """A held-out clip's colours survive encoding and decoding (at least half of its saturation)."""
+    from recapture.data.procedural.dataset import ProceduralVideoDataset
+    from recapture.training.pretrain.quality import reconstruction_colour, saturation
+
+    parts = load_components(ComponentsConfig(pretrained="recapture-tiny", variant=None))
+    clip = ProceduralVideoDataset(split="eval", num_clips=1, supersample=2, with_geometry=False,
+                                  with_target=False)[0]["video"]
+    assert saturation(clip) > 0.05  # the scene is coloured
+    assert reconstruction_colour(parts.vae, clip[None]) > 0.5

@@ -39,6 +39,20 @@ def reconstruction_psnr(vae: torch.nn.Module, clips: torch.Tensor, batch: int = 
     return torch.cat(out).float()
 
 
+def saturation(video: torch.Tensor) -> float:
+    """Mean colour saturation of ``video`` (``(..., 3, H, W)`` in [0, 1]): max - min over the channels (0: grey)."""
+    return float((video.amax(-3) - video.amin(-3)).mean())
+
+
+@torch.no_grad()
+def reconstruction_colour(vae: torch.nn.Module, clips: torch.Tensor, batch: int = 4) -> float:
+    """How much colour the VAE keeps: saturation of its reconstructions over that of ``clips`` (1: all; 0: grey)."""
+    _check_clips(clips)
+    device = next(vae.parameters()).device
+    rec = torch.cat([reconstruct(vae, c.to(device)).cpu() for c in clips.split(batch)])
+    return saturation(rec) / max(saturation(clips), 1e-8)
+
+
 def _motion(video: torch.Tensor) -> float:
     return float((video[:, 1:] - video[:, :-1]).abs().mean())
 
