@@ -55,3 +55,17 @@ def test_help_still_prints_the_usage(capsys: pytest.CaptureFixture[str]) -> None
         cli_main(["evaluate", "--help"])
     assert exc.value.code == 0
     assert capsys.readouterr().out.startswith("usage: recapture evaluate")
+
+
+def test_fit_help_leads_with_the_options_people_change(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli_main(["fit", "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0] == "usage: recapture fit --config FILE [options]"
+    lead = out[: out.index("\noptions:")]
+    for flag in ("--data.video", "--data.trajectory.preset", "--data.size", "--trainer.max_steps",
+                 "--trainer.default_root_dir", "--ckpt_path"):
+        assert f"  {flag} " in lead, flag
+        assert f"  {flag} " in out[len(lead):], f"{flag} is not a real option"  # listed again in full

@@ -171,6 +171,32 @@ class RunConfigSaver(SaveConfigCallback):
             lg.log_hyperparams(self.config.as_dict())
 
 
+LEADING_OPTIONS = """\
+The options people change most (every option is listed below; every YAML key is also a flag):
+  --config FILE                   YAML config, e.g. configs/orbit.yaml (repeat to stack overlays)
+  --data.video PATH               your video (mp4, mov, avi, webm, gif) or 'example'
+  --data.trajectory.preset NAME   orbit, dolly, pan, ...; --data.trajectory.amount sets how far
+  --data.trajectory.file FILE     a camera trajectory file instead (`recapture trajectory` writes one)
+  --data.size N                   long side of the frames in pixels (multiple of 64; aspect kept)
+  --data.num_frames N             frames of the video used (from --data.start)
+  --trainer.max_steps N           fine-tuning steps
+  --trainer.default_root_dir DIR  the run folder: outputs, checkpoints, report.json
+  --ckpt_path FILE                resume from a checkpoint (DIR/checkpoints/last.ckpt)
+  --overwrite                     start over in a run folder that holds a previous run
+  --print_config                  print the resolved config and exit"""
+
+
+def _RawDescriptionHelpFormatter(*args: Any, **kwargs: Any) -> Any:  # noqa: N802
+    """jsonargparse's help formatter with the description printed as written (the options table above)."""
+    from jsonargparse import DefaultHelpFormatter
+
+    class Formatter(DefaultHelpFormatter):
+        def _fill_text(self, text: str, width: int, indent: str) -> str:
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+
+    return Formatter(*args, **kwargs)
+
+
 class ReCaptureArgumentParser(OneLineParserErrors, LightningArgumentParser):
     """LightningCLI's parser with one-line errors (usage only on ``--help``) and no option prefixes."""
 
@@ -185,6 +211,15 @@ class ReCaptureCLI(LightningCLI):
         commands["generate"] = {"model", "datamodule"}
         commands["benchmark"] = {"model", "datamodule"}
         return commands
+
+    def _add_subcommands(self, parser: Any, **kwargs: Any) -> None:
+        super()._add_subcommands(parser, **kwargs)
+        for name, sub in self._subcommand_parsers.items():
+            # argparse's generated usage lists every one of ~300 options (160 lines) before anything else
+            sub.usage = f"recapture {name} --config FILE [options]"
+            if name in ("fit", "anchor", "generate"):  # the commands run on a user's own video
+                sub.description = f"{(sub.description or '').strip()}\n\n{LEADING_OPTIONS}"
+                sub.formatter_class = _RawDescriptionHelpFormatter
 
     def add_arguments_to_parser(self, parser: Any) -> None:
         parser.add_argument(
