@@ -115,6 +115,21 @@ def test_output_dir_is_per_trial_under_a_wandb_sweep() -> None:
     assert output_dir(s, {"WANDB_SWEEP_ID": "abc", "WANDB_RUN_ID": "r1"}) == Path("runs/x/r1")
 
 
+def test_a_rerun_with_nothing_new_logs_no_second_summary(mini_root: Path, tmp_path: Path) -> None:
+    """W&B gets one summary run per distinct aggregate: a rerun that only skips finished scenes adds none."""
+    out = tmp_path / "out"
+    settings = _settings(mini_root, out, max_scenes=2)
+    runner = FakeRunner()
+    first = run_sweep(settings, runner, DistInfo(0, 1))
+    assert runner.summary == first["eval"]
+    rerun = FakeRunner()
+    assert run_sweep(settings, rerun, DistInfo(0, 1))["eval"] == first["eval"]
+    assert rerun.calls == [] and rerun.summary is None  # nothing evaluated, nothing logged
+    more = FakeRunner()  # a third scene changes the aggregate: it is logged
+    third = run_sweep(_settings(mini_root, out, max_scenes=3), more, DistInfo(0, 1))
+    assert more.calls == ["scn02902"] and more.summary == third["eval"]
+
+
 # ---------------------------------------------------------------------------- trajectory and scores
 def test_sample_trajectory_renders_the_protocol_cameras(mini_root: Path) -> None:
     """In scene units, and `build_anchor` scales it back to exactly the protocol's target cameras."""

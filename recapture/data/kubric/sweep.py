@@ -49,7 +49,7 @@ from recapture.data.kubric.results import (
 )
 from recapture.data.kubric.synthetic import write_kubric_mini
 from recapture.depth.base import scene_scale
-from recapture.utils import RecaptureError, hash_inputs, write_json
+from recapture.utils import RecaptureError, atomic_path, hash_inputs, write_json
 
 log = logging.getLogger(__name__)
 
@@ -364,6 +364,9 @@ def run_shard(
     return done
 
 
+SUMMARY_LOGGED = ".summary_logged"  # digest of the last aggregate given to runner.log_summary
+
+
 def run_sweep(
     settings: BenchmarkSettings,
     runner: SceneRunner,
@@ -398,7 +401,15 @@ def run_sweep(
     if dist.rank != 0:
         return None
     summary = write_results(out, scene_ids, settings_dict(settings), lpips=_lpips_note(settings))
-    runner.log_summary(summary["eval"], summary["table"])
+    logged = out / SUMMARY_LOGGED
+    digest = hash_inputs(summary["eval"], summary["table"])
+    if logged.is_file() and logged.read_text().strip() == digest:
+        # a rerun that evaluated nothing new: no second, identical summary run in W&B
+        print("[rank 0] results unchanged since they were last logged: summary not logged again", flush=True)
+    else:
+        runner.log_summary(summary["eval"], summary["table"])
+        with atomic_path(logged) as tmp:
+            tmp.write_text(digest + "\n")
     print(f"[rank 0] {summary['num_scenes']}/{len(scene_ids)} scenes -> {out / 'results.md'}", flush=True)
     return summary
 
