@@ -18,6 +18,7 @@ use_safetensors=True)``.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import warnings
@@ -30,7 +31,7 @@ import torch.nn as nn
 from diffusers import UNetSpatioTemporalConditionModel
 
 from recapture.adaptation.components import enable_peft
-from recapture.adaptation.quiet import quiet_dtype_cast_warning
+from recapture.adaptation.quiet import quiet_dtype_cast_warning, quiet_logger
 from recapture.utils import RecaptureError, atomic_path
 
 __all__ = [
@@ -346,18 +347,21 @@ def load_lora(unet: UNetSpatioTemporalConditionModel, name: str, directory: str 
         warnings.filterwarnings("ignore", message="Adapter .* was active which is now deleted")
         if name in _adapter_names(unet):
             unet.delete_adapters(name)
-        try:
-            unet.load_lora_adapter(
-                str(directory),
-                prefix=None,
-                adapter_name=name,
-                weight_name=LORA_WEIGHT_NAME,
-                use_safetensors=True,
-                local_files_only=True,
-            )
+        try:  # diffusers logs the whole state-dict error (dozens of lines) before raising: reported below
+            with quiet_logger("diffusers.loaders.peft", logging.CRITICAL):
+                unet.load_lora_adapter(
+                    str(directory),
+                    prefix=None,
+                    adapter_name=name,
+                    weight_name=LORA_WEIGHT_NAME,
+                    use_safetensors=True,
+                    local_files_only=True,
+                )
         except (RuntimeError, ValueError, KeyError) as err:
+            lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+            detail = next((line for line in lines if line.startswith("size mismatch")), lines[0] if lines else "")
             raise RecaptureError(
-                f"{weights} does not fit this UNet ({type(err).__name__}: {str(err).splitlines()[0][:200]}): it was "
+                f"{weights} does not fit this UNet ({type(err).__name__}: {detail[:300]}): it was "
                 "saved with another model or other LoRA settings (rank, targets); use the same model.components "
                 "and model.lora as the run that wrote it"
             ) from err

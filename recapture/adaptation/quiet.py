@@ -10,15 +10,19 @@ __all__ = ["import_svd_pipeline_quietly", "quiet_dtype_cast_warning", "quiet_log
 
 
 @contextlib.contextmanager
-def quiet_logger(name: str) -> Iterator[None]:
-    """Raise logger ``name`` to ERROR inside the block (for known-spurious library warnings)."""
+def quiet_logger(name: str, level: int = logging.ERROR) -> Iterator[None]:
+    """Raise logger ``name`` to ``level`` inside the block (for known-spurious library warnings).
+
+    ``logging.CRITICAL`` also hides a library's ``error`` messages about a failure the caller reports
+    itself as one line.
+    """
     logger = logging.getLogger(name)
-    level = logger.level
-    logger.setLevel(logging.ERROR)
+    previous = logger.level
+    logger.setLevel(level)
     try:
         yield
     finally:
-        logger.setLevel(level)
+        logger.setLevel(previous)
 
 
 def quiet_dtype_cast_warning() -> contextlib.AbstractContextManager[None]:

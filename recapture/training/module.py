@@ -247,6 +247,17 @@ class ReCaptureModule(LightningModule):
                 f"the checkpoint has no weights for {len(missing)} LoRA tensors (e.g. {missing[0]}): it was "
                 "saved with other LoRA settings (rank/targets); use the same model.lora as the run that wrote it"
             )
+        own = self.unet.state_dict()
+        wrong = [(k, tuple(v.shape), tuple(own[k[len("unet."):]].shape))
+                 for k, v in checkpoint["state_dict"].items()
+                 if k.startswith("unet.") and k[len("unet."):] in own and v.shape != own[k[len("unet."):]].shape]
+        if wrong:
+            key, saved, here = wrong[0]
+            raise RecaptureError(
+                f"the checkpoint's LoRA weights do not fit this model ({len(wrong)} tensors, e.g. {key}: saved "
+                f"{saved}, here {here}): it was saved with another model.lora.rank or model.components; resume "
+                "with the config of the run that wrote it (its config.yaml)"
+            )
 
 
 MICRO_CONDITIONING = ("fps", "motion_bucket_id", "noise_aug_strength")

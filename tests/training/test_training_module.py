@@ -45,6 +45,21 @@ def test_checkpoint_keeps_only_lora_weights() -> None:
         module.on_load_checkpoint(checkpoint)
 
 
+def test_checkpoint_of_another_lora_rank_is_one_clear_error() -> None:
+    from recapture.adaptation import LoRAConfig
+
+    tiny = ComponentsConfig(pretrained=None, variant=None, tiny=True)
+    saved = ReCaptureModule(components=tiny, lora=LoRAConfig(rank=8))
+    saved.components  # noqa: B018 - builds the UNet and its LoRAs
+    checkpoint = {"state_dict": saved.state_dict()}
+    saved.on_save_checkpoint(checkpoint)
+    here = ReCaptureModule(components=tiny, lora=LoRAConfig(rank=4))
+    here.components  # noqa: B018
+    with pytest.raises(RecaptureError, match=r"do not fit this model .*saved \(8, \d+\), here \(4, \d+\).*rank") as err:
+        here.on_load_checkpoint(checkpoint)
+    assert "\n" not in str(err.value)
+
+
 def test_sampling_conditions_the_unet_as_training_did(caplog) -> None:  # noqa: ANN001
     """model.objective is the one source of fps / motion bucket / noise augmentation."""
     import logging
