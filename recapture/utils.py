@@ -44,11 +44,31 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as err:
+        # a full disk shows as ENOSPC, or (torch.save's zip writer) as a RuntimeError: say which
+        if out_of_space(err, path.parent):
+            raise RecaptureError(
+                f"could not write {path}: no space left on the device: free some space or write to another "
+                "folder (nothing was left under that name)"
+            ) from err
+        raise
     finally:
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
         elif tmp.exists():
             tmp.unlink()
+
+
+def out_of_space(err: BaseException, folder: str | os.PathLike, min_free: int = 1 << 20) -> bool:
+    """Whether the write error ``err`` in ``folder`` means a full disk (ENOSPC, or under ``min_free`` bytes free)."""
+    import errno
+
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    try:
+        return shutil.disk_usage(folder).free < min_free
+    except OSError:
+        return False
 
 
 def _umask() -> int:

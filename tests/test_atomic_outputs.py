@@ -1,4 +1,5 @@
-"""Every output gets the same file modes, whichever library wrote it (LoRA files were 0600)."""
+"""Outputs are written atomically: the same file modes whichever library wrote them (LoRA files were
+0600), and a full disk is one clear error that leaves nothing under the final name."""
 
 from __future__ import annotations
 
@@ -39,3 +40,32 @@ def test_lora_files_are_0644(tmp_path: Path, umask_022) -> None:  # noqa: ANN001
     path = save_lora(parts.unet, "spatial", tmp_path / "lora" / "spatial")
     files = [path] if path.is_file() else list(path.rglob("*.safetensors"))
     assert files and all(oct(f.stat().st_mode & 0o777) == "0o644" for f in files)
+
+
+def test_a_full_disk_is_one_clear_error_and_leaves_nothing(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    """ENOSPC, or torch.save's RuntimeError on a disk with no space left, names the file and the cause."""
+    import errno
+    import shutil
+    from collections import namedtuple
+
+    from recapture.utils import RecaptureError
+
+    target = tmp_path / "out" / "entry.pt"
+    with pytest.raises(RecaptureError, match=r"could not write .*entry.pt: no space left on the device"):
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(b"half")
+            raise OSError(errno.ENOSPC, "No space left on device")
+    assert list(target.parent.iterdir()) == []
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: usage(2 << 20, 2 << 20, 0))
+    with pytest.raises(RecaptureError, match="no space left"):
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 2048 vs 1942")
+    assert list(target.parent.iterdir()) == []
+
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: usage(1 << 40, 0, 1 << 40))
+    with pytest.raises(RuntimeError, match="unexpected pos"):  # with space left it is not a full disk
+        with atomic_path(target) as tmp:
+            raise RuntimeError("unexpected pos")

@@ -400,9 +400,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                     torch.save(checkpoint, f)
                     f.flush()
                     os.fsync(f.fileno())
-        except OSError as err:
+        except (OSError, RecaptureError) as err:  # RecaptureError: atomic_path found the disk full
+            reason = _reason(err) if isinstance(err, OSError) else "no space left on the device"
             raise RecaptureError(
-                f"could not write the checkpoint {target} ({_reason(err)}); the previous checkpoint (if any) is "
+                f"could not write the checkpoint {target} ({reason}); the previous checkpoint (if any) is "
                 "intact: free space or choose another --trainer.default_root_dir, then resume with --ckpt_path"
             ) from err
 
