@@ -41,5 +41,5 @@ def inpaint_telea(frames: torch.Tensor, mask: torch.Tensor, radius: float = 3.0)
         ) from err
     video = (frames.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
     holes = (mask.detach().cpu()[:, 0] < 0.5).numpy().astype(np.uint8) * 255
-    out = np.stack([cv2.inpaint(np.ascontiguousarray(f), h, radius, cv2.INPAINT_TELEA) for f, h in zip(video, holes)])
+    out = np.stack([cv2.inpaint(np.ascontiguousarray(f), h, radius, cv2.INPAINT_TELEA) for f, h in zip(video, holes, strict=True)])
     return torch.from_numpy(out).permute(0, 3, 1, 2).float() / 255.0

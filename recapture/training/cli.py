@@ -494,11 +494,10 @@ def quiet_lightning_tips() -> None:
 
 def run_lightning(args: Sequence[str] | None) -> Any:
     """Run a Lightning subcommand (``fit``, ``anchor``, ...) with ``args`` (None: ``sys.argv``)."""
+    from recapture.adaptation.quiet import import_svd_pipeline_quietly
     from recapture.training.datamodule import ReCaptureDataModule
     from recapture.training.module import ReCaptureModule
     from recapture.training.run_folder import release_all
-
-    from recapture.adaptation.quiet import import_svd_pipeline_quietly
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     quiet_lightning_tips()

@@ -36,8 +36,8 @@ from recapture.adaptation import (
     set_trainable_adapter,
     temporal_bypass,
 )
-from recapture.sampling import RefineConfig, SamplingConfig
 from recapture.adaptation.encoding import TrainingEncoder
+from recapture.sampling import RefineConfig, SamplingConfig
 from recapture.training.results import RunResult
 from recapture.utils import RecaptureError, hash_inputs
 

@@ -14,8 +14,8 @@ import torch
 from recapture.anchor import AnchorConfig, build_anchor, preflight_message, write_anchor_outputs
 from recapture.anchor import cache as anchor_cache
 from recapture.cameras import intrinsics_from_fov, make_trajectory
-from recapture.io import watchable_fps
 from recapture.depth import TensorDepth
+from recapture.io import watchable_fps
 from recapture.utils import RecaptureError
 
 T, H, W = 4, 64, 96
