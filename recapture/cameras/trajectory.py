@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -62,8 +63,8 @@ from recapture.cameras.poses import (
 )
 from recapture.utils import RecaptureError
 
-__all__ = ["PRESETS", "Trajectory", "check_focal_scale", "check_pivot", "compose", "ease", "from_keyframes",
-           "make_trajectory", "progress"]
+__all__ = ["PRESETS", "PRESET_MOVES", "Trajectory", "check_focal_scale", "check_pivot", "compose", "ease", "from_keyframes",
+           "make_trajectory", "progress", "register_preset"]
 
 log = logging.getLogger(__name__)
 
@@ -304,7 +305,7 @@ def make_trajectory(
     """Build a preset camera move (see the table in this module's docstring for signs and units).
 
     Args:
-        preset: one of :data:`PRESETS`.
+        preset: one of :data:`PRESETS` (the registered moves, :func:`register_preset`).
         amount: degrees (pan, tilt, roll, orbit, arc), scene units (truck, pedestal, dolly,
             dolly_zoom) or relative focal change (zoom: 0.5 -> x1.5 at the end; > -1).
         num_frames: ``T >= 1``.
@@ -320,48 +321,102 @@ def make_trajectory(
         >>> traj.c2w.shape, traj.c2w[0].allclose(torch.eye(4))
         (torch.Size([14, 4, 4]), True)
     """
-    if preset not in PRESETS:
+    if preset not in PRESET_MOVES:
         raise RecaptureError(f"unknown trajectory preset {preset!r}; choose one of {', '.join(PRESETS)}.")
     amount = as_float(amount, f"trajectory amount ({preset})")
     d = as_float(pivot_depth, "pivot_depth")
     if d <= 0:
         raise RecaptureError(f"pivot_depth must be > 0 scene units (1 = median depth), got {pivot_depth}.")
-    if preset == "zoom" and amount <= -1:
-        raise RecaptureError(f"zoom amount must be > -1 (focal x (1 + amount)), got {amount}; try -0.5 to zoom out.")
-    if preset == "dolly_zoom" and amount >= d:
-        raise RecaptureError(
-            f"dolly_zoom amount {amount} would reach the plane at pivot_depth={d}; use an amount < {d}."
-        )
-    s = progress(num_frames, mode, easing)
-    angle = torch.deg2rad(amount * s)
-    t = s.numel()
-    zeros = torch.zeros(t, dtype=torch.float64)
-    focal_scale = None
-    pivot = None
-    if preset == "pan":
-        c2w = make_pose(rotation_y(angle))
-    elif preset == "tilt":
-        c2w = make_pose(rotation_x(angle))
-    elif preset == "roll":  # the camera turns the opposite way to the picture
-        c2w = make_pose(rotation_z(-angle))
-    elif preset in ("truck", "pedestal", "dolly", "dolly_zoom"):
-        axis = {"truck": 0, "pedestal": 1, "dolly": 2, "dolly_zoom": 2}[preset]
-        sign = -1.0 if preset == "pedestal" else 1.0  # up is -y in OpenCV axes
-        trans = torch.stack([zeros, zeros, zeros], dim=-1)
-        trans[:, axis] = sign * amount * s
-        c2w = make_pose(translation=trans)
-        if preset == "dolly_zoom":
-            focal_scale = (d - amount * s) / d
-            pivot = torch.tensor([0.0, 0.0, d])
-    elif preset == "zoom":
-        c2w = make_pose(translation=torch.stack([zeros, zeros, zeros], dim=-1))
-        focal_scale = 1.0 + amount * s
-    else:  # orbit / arc: turn the opposite way to the motion so the pivot stays centred
-        rot = rotation_y(-angle) if preset == "orbit" else rotation_x(-angle)
-        c2w = _orbit_pose(rot, d)
-        pivot = torch.tensor([0.0, 0.0, d])
+    c2w, focal_scale, pivot = PRESET_MOVES[preset](progress(num_frames, mode, easing), amount, d)
     name = f"{preset} {amount:g}" + (f" ({mode}, {easing})" if mode == "gradual" else " (direct)")
     return Trajectory(c2w=c2w.float(), focal_scale=focal_scale, name=name, pivot=pivot)
+
+
+# ---------------------------------------------------------------------------------------- presets
+Move = tuple[Tensor, Tensor | None, Tensor | None]  # (c2w (T, 4, 4), focal_scale (T,) or None, pivot (3,) or None)
+PresetMove = Callable[[Tensor, float, float], Move]
+PRESET_MOVES: dict[str, PresetMove] = {}
+
+
+def register_preset(name: str) -> Callable[[PresetMove], PresetMove]:
+    """Register ``fn(s, amount, pivot_depth) -> (c2w, focal_scale, pivot)`` as the preset ``name``.
+
+    ``s`` is the ``(T,)`` float64 progress in [0, 1] (:func:`progress`), ``amount`` the user's amount
+    and ``pivot_depth`` (> 0, scene units) the depth of the pivot. A new preset is one such function.
+    """
+
+    def add(fn: PresetMove) -> PresetMove:
+        PRESET_MOVES[name] = fn
+        return fn
+
+    return add
+
+
+def _still(s: Tensor) -> Tensor:
+    return make_pose(translation=torch.zeros(s.numel(), 3, dtype=torch.float64))
+
+
+@register_preset("pan")
+def _pan(s: Tensor, amount: float, d: float) -> Move:
+    return make_pose(rotation_y(torch.deg2rad(amount * s))), None, None
+
+
+@register_preset("tilt")
+def _tilt(s: Tensor, amount: float, d: float) -> Move:
+    return make_pose(rotation_x(torch.deg2rad(amount * s))), None, None
+
+
+@register_preset("roll")
+def _roll(s: Tensor, amount: float, d: float) -> Move:  # the camera turns the opposite way to the picture
+    return make_pose(rotation_z(-torch.deg2rad(amount * s))), None, None
+
+
+def _slide(s: Tensor, axis: int, distance: float) -> Tensor:
+    trans = torch.zeros(s.numel(), 3, dtype=torch.float64)
+    trans[:, axis] = distance * s
+    return make_pose(translation=trans)
+
+
+@register_preset("truck")
+def _truck(s: Tensor, amount: float, d: float) -> Move:
+    return _slide(s, 0, amount), None, None
+
+
+@register_preset("pedestal")
+def _pedestal(s: Tensor, amount: float, d: float) -> Move:
+    return _slide(s, 1, -amount), None, None  # up is -y in OpenCV axes
+
+
+@register_preset("dolly")
+def _dolly(s: Tensor, amount: float, d: float) -> Move:
+    return _slide(s, 2, amount), None, None
+
+
+@register_preset("zoom")
+def _zoom(s: Tensor, amount: float, d: float) -> Move:
+    if amount <= -1:
+        raise RecaptureError(f"zoom amount must be > -1 (focal x (1 + amount)), got {amount}; try -0.5 to zoom out.")
+    return _still(s), 1.0 + amount * s, None
+
+
+@register_preset("orbit")
+def _orbit(s: Tensor, amount: float, d: float) -> Move:  # turn opposite to the motion: the pivot stays centred
+    return _orbit_pose(rotation_y(-torch.deg2rad(amount * s)), d), None, torch.tensor([0.0, 0.0, d])
+
+
+@register_preset("arc")
+def _arc(s: Tensor, amount: float, d: float) -> Move:
+    return _orbit_pose(rotation_x(-torch.deg2rad(amount * s)), d), None, torch.tensor([0.0, 0.0, d])
+
+
+@register_preset("dolly_zoom")
+def _dolly_zoom(s: Tensor, amount: float, d: float) -> Move:
+    if amount >= d:
+        raise RecaptureError(f"dolly_zoom amount {amount} would reach the plane at pivot_depth={d}; use an amount < {d}.")
+    return _slide(s, 2, amount), (d - amount * s) / d, torch.tensor([0.0, 0.0, d])
+
+
+assert PRESETS == tuple(PRESET_MOVES), "PRESETS lists the registered presets in their documented order"
 
 
 def compose(*trajectories: Trajectory) -> Trajectory:
