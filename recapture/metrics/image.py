@@ -83,16 +83,20 @@ def ssim_map(pred: Tensor, target: Tensor, data_range: float = 1.0, win_size: in
     return (num / den).reshape(*lead, *pred.shape[-2:])
 
 
-def _per_image(fn, *tensors: Tensor) -> Tensor:  # noqa: ANN001
-    """``fn`` applied to each ``(C, H, W)`` image of ``(..., C, H, W)`` tensors (same leading shape), stacked.
+def _per_image(name: str, fn, pred: Tensor, target: Tensor, *extra: Tensor) -> Tensor:  # noqa: ANN001
+    """``fn`` applied to each ``(C, H, W)`` image of ``pred`` / ``target`` (``(..., C, H, W)``, same shape), stacked.
 
-    ``fn`` maps ``(1, C, H, W)`` tensors to a ``(1,)`` result; the result has the leading shape.
+    ``extra`` tensors (masks ``(..., 1, H, W)``) are broadcast to the leading shape. ``fn`` maps
+    ``(1, C, H, W)`` tensors to a ``(1,)`` result; the result has the leading shape.
     """
-    lead = tensors[0].shape[:-3]
+    if pred.shape != target.shape:
+        raise ValueError(f"{name}: shapes differ: {tuple(pred.shape)} vs {tuple(target.shape)}")
+    lead = pred.shape[:-3]
+    tensors = [pred, target, *(t.expand(*lead, *t.shape[-3:]) for t in extra)]
     flat = [t.reshape(-1, *t.shape[-3:]) for t in tensors]
     n = flat[0].shape[0]
     if n == 0:
-        return torch.empty(lead, dtype=torch.float64, device=tensors[0].device)
+        return torch.empty(lead, dtype=torch.float64, device=pred.device)
     return torch.cat([fn(*(t[i : i + 1] for t in flat)) for i in range(n)]).reshape(lead)
 
 
@@ -130,14 +134,11 @@ def psnr(pred: Tensor, target: Tensor, data_range: float = 1.0) -> Tensor:
     Returns:
         ``(...)`` float64 in dB (inf where the images are equal).
     """
-    if pred.shape != target.shape:
-        raise ValueError(f"psnr: shapes differ: {tuple(pred.shape)} vs {tuple(target.shape)}")
-
     def one(p: Tensor, t: Tensor) -> Tensor:
         mse = (p.detach().double() - t.detach().double()).pow(2).mean(dim=(-3, -2, -1))
         return 10 * torch.log10(data_range**2 / mse)
 
-    return _per_image(one, pred, target)
+    return _per_image("psnr", one, pred, target)
 
 
 def masked_psnr(pred: Tensor, target: Tensor, mask: Tensor, data_range: float = 1.0) -> Tensor:
@@ -159,7 +160,7 @@ def masked_psnr(pred: Tensor, target: Tensor, mask: Tensor, data_range: float = 
         mse = sq.sum(dim=(-3, -2, -1)) / n
         return torch.where(n > 0, 10 * torch.log10(data_range**2 / mse), torch.nan)
 
-    return _per_image(one, pred, target, mask.expand(*pred.shape[:-3], *mask.shape[-3:]))
+    return _per_image("masked_psnr", one, pred, target, mask)
 
 
 def ssim(pred: Tensor, target: Tensor, data_range: float = 1.0) -> Tensor:
@@ -179,9 +180,7 @@ def ssim(pred: Tensor, target: Tensor, data_range: float = 1.0) -> Tensor:
                        for c in range(p.shape[1])]
         return torch.stack(per_channel, dim=-1).mean(dim=-1)
 
-    if pred.shape != target.shape:
-        raise ValueError(f"ssim_map: shapes differ: {tuple(pred.shape)} vs {tuple(target.shape)}")
-    return _per_image(one, pred, target)
+    return _per_image("ssim", one, pred, target)
 
 
 def masked_ssim(
@@ -213,9 +212,7 @@ def masked_ssim(
                                  .sum(dim=(-2, -1)) for c in range(p.shape[1])], dim=-1) / n
         return torch.where(n[..., 0] > 0, per_channel.mean(dim=-1), torch.nan)
 
-    if pred.shape != target.shape:
-        raise ValueError(f"ssim_map: shapes differ: {tuple(pred.shape)} vs {tuple(target.shape)}")
-    return _per_image(one, pred, target, mask.expand(*pred.shape[:-3], *mask.shape[-3:]))
+    return _per_image("masked_ssim", one, pred, target, mask)
 
 
 def mean_frame_psnr(values: Tensor) -> Tensor:

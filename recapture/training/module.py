@@ -247,10 +247,9 @@ class ReCaptureModule(LightningModule):
                 f"the checkpoint has no weights for {len(missing)} LoRA tensors (e.g. {missing[0]}): it was "
                 "saved with other LoRA settings (rank/targets); use the same model.lora as the run that wrote it"
             )
-        own = self.unet.state_dict()
-        wrong = [(k, tuple(v.shape), tuple(own[k[len("unet."):]].shape))
-                 for k, v in checkpoint["state_dict"].items()
-                 if k.startswith("unet.") and k[len("unet."):] in own and v.shape != own[k[len("unet."):]].shape]
+        own = {f"unet.{k}": v for k, v in self.unet.state_dict().items()}
+        wrong = [(k, tuple(v.shape), tuple(own[k].shape)) for k, v in checkpoint["state_dict"].items()
+                 if k in own and v.shape != own[k].shape]
         if wrong:
             key, saved, here = wrong[0]
             raise RecaptureError(
