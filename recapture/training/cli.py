@@ -15,10 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from jsonargparse import DefaultHelpFormatter
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
 from recapture.data.kubric.sweep import BenchmarkSettings
+from recapture.training.precision import cpu_precision
 from recapture.utils import OneLineParserErrors, RecaptureError
 
 log = logging.getLogger("recapture")
@@ -186,15 +188,11 @@ The options people change most (every option is listed below; every YAML key is 
   --print_config                  print the resolved config and exit"""
 
 
-def _RawDescriptionHelpFormatter(*args: Any, **kwargs: Any) -> Any:  # noqa: N802
+class _RawDescriptionHelpFormatter(DefaultHelpFormatter):
     """jsonargparse's help formatter with the description printed as written (the options table above)."""
-    from jsonargparse import DefaultHelpFormatter
 
-    class Formatter(DefaultHelpFormatter):
-        def _fill_text(self, text: str, width: int, indent: str) -> str:
-            return "".join(indent + line for line in text.splitlines(keepends=True))
-
-    return Formatter(*args, **kwargs)
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        return "".join(indent + line for line in text.splitlines(keepends=True))
 
 
 class ReCaptureArgumentParser(OneLineParserErrors, LightningArgumentParser):
@@ -230,8 +228,11 @@ class ReCaptureCLI(LightningCLI):
 
     def parse_arguments(self, parser: Any, args: Any) -> None:
         super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        if subcommand in self.config and "trainer" in self.config[subcommand]:
+            cpu_precision(self.config[subcommand]["trainer"])  # bf16 on a CPU that emulates it: 32-true
         # before LightningCLI reads --ckpt_path's hyperparameters and anything is instantiated
-        if self.config.get("subcommand") == "fit":
+        if subcommand == "fit":
             self._run_lock = check_fit_config(self.config["fit"])
 
     def before_instantiate_classes(self) -> None:

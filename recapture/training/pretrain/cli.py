@@ -31,6 +31,7 @@ from recapture.training.cli import (
     place_checkpoints,
     quiet_lightning_tips,
 )
+from recapture.training.precision import cpu_precision
 from recapture.training.pretrain.base import PriorStage
 from recapture.training.pretrain.callbacks import ExportPrior, PretrainProgress
 from recapture.training.pretrain.data import PretrainDataModule
@@ -71,6 +72,7 @@ class PretrainCLI(LightningCLI):
             if threads < 1:
                 raise RecaptureError(f"--torch_threads={threads} must be >= 1 (or null for torch's default)")
             torch.set_num_threads(threads)
+        cpu_precision(self.config["fit"]["trainer"])  # bf16 on a CPU that emulates it: 32-true
         if "Wandb" in str(self.config.get("fit", {}).get("trainer", {}).get("logger")):
             ensure_wandb_mode()
 
