@@ -229,8 +229,9 @@ class ReCaptureCLI(LightningCLI):
     def parse_arguments(self, parser: Any, args: Any) -> None:
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
-        if subcommand in self.config and "trainer" in self.config[subcommand]:
-            cpu_precision(self.config[subcommand]["trainer"])  # bf16 on a CPU that emulates it: 32-true
+        section = self.config[subcommand] if subcommand else self.config  # run=False: no subcommand level
+        if "trainer" in section:
+            cpu_precision(section["trainer"])  # bf16 on a CPU that emulates it: 32-true
         # before LightningCLI reads --ckpt_path's hyperparameters and anything is instantiated
         if subcommand == "fit":
             self._run_lock = check_fit_config(self.config["fit"])

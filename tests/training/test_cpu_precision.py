@@ -77,3 +77,13 @@ def test_the_fit_command_runs_and_records_32_true(emulated_bf16, tmp_path, monke
     fit = cli_main(args)
     assert str(fit.trainer.precision) == "32-true"
     assert "precision: 32-true" in (tmp_path / "run" / "config.yaml").read_text()
+
+
+def test_pretrain_falls_back_too(emulated_bf16) -> None:
+    from recapture.training.pretrain import PretrainDataModule, PriorStage
+    from recapture.training.pretrain.cli import PretrainCLI
+
+    config = REPO / "configs" / "pretrain" / "recapture-tiny-vae.yaml"  # bf16-mixed on the CPU
+    cli = PretrainCLI(PriorStage, PretrainDataModule, subclass_mode_model=True, run=False, save_config_callback=None,
+                      auto_configure_optimizers=False, args=["--config", str(config)])
+    assert str(cli.trainer.precision) == "32-true"

@@ -67,13 +67,14 @@ class PretrainCLI(LightningCLI):
         )
 
     def before_instantiate_classes(self) -> None:
-        threads = self.config.get("fit", {}).get("torch_threads")
+        section = self.config.get("fit", self.config)  # run=False (tests, notebooks): no subcommand level
+        threads = section.get("torch_threads")
         if threads is not None:
             if threads < 1:
                 raise RecaptureError(f"--torch_threads={threads} must be >= 1 (or null for torch's default)")
             torch.set_num_threads(threads)
-        cpu_precision(self.config["fit"]["trainer"])  # bf16 on a CPU that emulates it: 32-true
-        if "Wandb" in str(self.config.get("fit", {}).get("trainer", {}).get("logger")):
+        cpu_precision(section["trainer"])  # bf16 on a CPU that emulates it: 32-true
+        if "Wandb" in str(section.get("trainer", {}).get("logger")):
             ensure_wandb_mode()
 
     def before_fit(self) -> None:
