@@ -126,6 +126,85 @@ def clean_partials(folder: str | os.PathLike, older_than_s: float = PARTIAL_MAX_
     return removed
 
 
+def clean_partials_tree(root: str | os.PathLike, depth: int = 2) -> list[Path]:
+    """:func:`clean_partials` in ``root`` and its sub-folders down to ``depth`` levels (a run folder's
+    ``checkpoints/``, ``lora/spatial/``, ...); hidden folders and temporaries themselves are not entered."""
+    root = Path(root)
+    removed = clean_partials(root)
+    if depth > 0 and root.is_dir():
+        with contextlib.suppress(OSError):
+            for sub in sorted(root.iterdir()):
+                if sub.is_dir() and not sub.is_symlink() and not sub.name.startswith("."):
+                    removed += clean_partials_tree(sub, depth - 1)
+    return removed
+
+
+def os_error_reason(err: OSError) -> str:
+    """A few words for why an ``OSError`` happened (read-only file system, permission denied, ...)."""
+    import errno
+
+    if err.errno == errno.EROFS:
+        return "read-only file system"
+    if err.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied"
+    if err.errno == errno.ENOSPC:
+        return "no space left on the device"
+    return err.strerror or type(err).__name__
+
+
+def _probe_write(folder: Path) -> None:
+    """Create and remove one temporary in ``folder`` (raises the ``OSError`` of a folder we cannot write)."""
+    fd, name = tempfile.mkstemp(prefix=".write-probe.", suffix=".partial", dir=folder)
+    os.close(fd)
+    os.unlink(name)
+
+
+def check_output_folder(path: str | os.PathLike, flag: str, what: str = "output folder") -> Path:
+    """Create the output folder ``path`` (if needed), check this process can write there, and remove
+    the stale temporaries killed writes left in it (:func:`clean_partials_tree`). Call it before any
+    heavy work, so a bad output path costs nothing.
+
+    Args:
+        path: the folder.
+        flag: the option that set it, for the message (``--output``).
+        what: what the folder is, for the message.
+
+    Raises:
+        RecaptureError: ``path`` is an existing file, lies under a file, or cannot be created or written.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise RecaptureError(
+            f"{flag} {path} is an existing file, not a folder: choose a folder path (e.g. {path}.out) "
+            "or move the file away"
+        )
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as err:
+        raise RecaptureError(
+            f"{flag} {path}: a part of the path is an existing file ({err.filename}): choose another folder"
+        ) from err
+    except OSError as err:
+        raise RecaptureError(
+            f"cannot create the {what} {flag} {path} ({os_error_reason(err)}): choose a writable folder"
+        ) from err
+    try:
+        _probe_write(path)
+    except OSError as err:
+        raise RecaptureError(
+            f"cannot write to the {what} {flag} {path} ({os_error_reason(err)}): choose a writable folder"
+        ) from err
+    removed = clean_partials_tree(path)
+    if removed:
+        import logging
+
+        logging.getLogger("recapture").info(
+            "removed %d unfinished write(s) of a killed run from %s: %s", len(removed), path,
+            ", ".join(str(p.relative_to(path)) for p in removed),
+        )
+    return path
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
     """Write ``obj`` as pretty JSON atomically and return the path."""
     path = Path(path)

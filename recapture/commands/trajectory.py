@@ -11,7 +11,7 @@ import torch
 from recapture.cameras.conventions import intrinsics_from_fov
 from recapture.cameras.formats import FORMATS, load_trajectory, save_trajectory
 from recapture.cameras.trajectory import make_trajectory
-from recapture.utils import RecaptureError
+from recapture.utils import RecaptureError, check_output_folder
 
 log = logging.getLogger(__name__)
 
@@ -99,8 +99,7 @@ def trajectory(
 
     from recapture.cameras.preview import plot_trajectory
 
-    output = Path(output)
-    output.mkdir(parents=True, exist_ok=True)
+    output = check_output_folder(output, "--output")
     json_path = save_trajectory(traj, output / "trajectory.json")
     caption = f"first frame of {video.name}" if video is not None else "example clip (no --video given)"
     png_path = plot_trajectory(traj, output / "trajectory.png", image=image, K=K, image_title=caption)

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from recapture.utils import RecaptureError, atomic_path, write_json
+from recapture.utils import RecaptureError, atomic_path, check_output_folder, write_json
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".webm", ".mkv", ".m4v", ".gif")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -303,6 +303,7 @@ def evaluate(
     if max_frames is not None and max_frames < 1:
         raise RecaptureError(f"--max_frames must be >= 1, got {max_frames}")
     items = _pair_up(Path(pred), _opt(target), _opt(mask), _opt(camera), _opt(trajectory))
+    output = check_output_folder(output, "--output")  # before any video is decoded
     weights = weights_from(
         lpips_alexnet=lpips_alexnet, lpips_lin=lpips_lin, dino=dino, clip=clip, aesthetic_clip=aesthetic_clip,
         aesthetic_head=aesthetic_head, musiq=musiq, grit=grit, interpolator=interpolator, flow=flow, device=device,
@@ -328,7 +329,6 @@ def evaluate(
         "settings": {"pred": str(pred), "target": _str(target), "mask": _str(mask), "size": size,
                      "max_frames": max_frames, "fps": fps, "camera": _str(camera), "trajectory": _str(trajectory)},
     }  # fmt: skip
-    output = Path(output)
     write_json(output / "metrics.json", report)
     with atomic_path(output / "metrics.md") as tmp:
         tmp.write_text(_markdown(names, videos, mean))

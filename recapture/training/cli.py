@@ -21,7 +21,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 
 from recapture.data.kubric.sweep import BenchmarkSettings
 from recapture.training.precision import cpu_precision
-from recapture.utils import OneLineParserErrors, RecaptureError
+from recapture.utils import OneLineParserErrors, RecaptureError, check_output_folder
 
 log = logging.getLogger("recapture")
 
@@ -69,6 +69,7 @@ class ReCaptureTrainer(Trainer):
         from recapture.anchor import write_anchor_outputs
 
         out = Path(output) if output is not None else Path(self.default_root_dir)
+        check_output_folder(out, "--output" if output is not None else "--trainer.default_root_dir")  # before the work
         result = datamodule.build_anchor(device=self.strategy.root_device)
         files = write_anchor_outputs(result, out)
         report = result.report
@@ -112,6 +113,7 @@ class ReCaptureTrainer(Trainer):
         if refine_strength is not None:
             refine = replace(refine, strength=refine_strength)
         out = Path(output) if output is not None else root / f"generate_seed{sampling.seed}"
+        check_output_folder(out, "--output" if output is not None else "--trainer.default_root_dir")  # before the work
         device = self.strategy.root_device  # the device the user chose (--trainer.accelerator/devices)
         components = model.load_parts(device=device, precision=str(self.precision))
         for name in ("spatial", "temporal"):
@@ -237,7 +239,11 @@ class ReCaptureCLI(LightningCLI):
             self._run_lock = check_fit_config(self.config["fit"])
 
     def before_instantiate_classes(self) -> None:
-        ensure_wandb_mode()
+        subcommand = self.config.get("subcommand")
+        section = self.config[subcommand] if subcommand else self.config
+        # anchor and generate log nothing: no W&B notice for them, nor for runs without a W&B logger
+        if subcommand not in ("anchor", "generate") and uses_wandb(section.get("trainer", {})):
+            ensure_wandb_mode()
 
     def before_anchor(self) -> None:
         resolve_models(self.model, self.datamodule, svd=False)
@@ -442,6 +448,11 @@ def finish_wandb(failed: bool = False) -> None:
     wandb = sys.modules.get("wandb")
     if wandb is not None and getattr(wandb, "run", None) is not None:
         wandb.finish(exit_code=1 if failed else 0)
+
+
+def uses_wandb(trainer: Any) -> bool:
+    """Whether a parsed ``trainer:`` section has a W&B logger (``WandbLogger``, alone or in a list)."""
+    return "WandbLogger" in str(trainer.get("logger"))
 
 
 def ensure_wandb_mode() -> str:

@@ -15,7 +15,6 @@ A ``recapture fit`` run folder (``trainer.default_root_dir``) is
 from __future__ import annotations
 
 import atexit
-import errno
 import json
 import logging
 import os
@@ -31,7 +30,7 @@ from typing import Any
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
-from recapture.utils import RecaptureError, atomic_path
+from recapture.utils import RecaptureError, atomic_path, check_output_folder, os_error_reason
 
 log = logging.getLogger("recapture")
 
@@ -54,39 +53,13 @@ def is_remote(path: str | os.PathLike) -> bool:
 
 
 def check_run_folder(root: str | os.PathLike) -> Path:
-    """Create the run folder ``root`` (if needed) and check that it is a writable folder.
+    """Create the run folder ``root`` (if needed), check that it is a writable folder and remove the
+    temporaries a killed run left in it (:func:`recapture.utils.check_output_folder`).
 
     Raises:
         RecaptureError: ``root`` is an existing file, lies under a file, or cannot be written.
     """
-    root = Path(root)
-    flag = "--trainer.default_root_dir"
-    if root.exists() and not root.is_dir():
-        raise RecaptureError(
-            f"{flag} {root} is an existing file, not a folder: choose a folder path (e.g. {root}.run) "
-            "or move the file away"
-        )
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError) as err:
-        raise RecaptureError(
-            f"{flag} {root}: a part of the path is an existing file ({err.filename}): choose another folder"
-        ) from err
-    except OSError as err:
-        raise RecaptureError(
-            f"cannot create the run folder {flag} {root} ({_reason(err)}): choose a writable folder"
-        ) from err
-    return root
-
-
-def _reason(err: OSError) -> str:
-    if err.errno == errno.EROFS:
-        return "read-only file system"
-    if err.errno in (errno.EACCES, errno.EPERM):
-        return "permission denied"
-    if err.errno == errno.ENOSPC:
-        return "no space left on the device"
-    return err.strerror or type(err).__name__
+    return check_output_folder(root, "--trainer.default_root_dir", what="run folder")
 
 
 def previous_run(root: str | os.PathLike, checkpoint_dirs: Iterable[str | os.PathLike] = ()) -> list[str]:
@@ -266,7 +239,7 @@ class RunLock:
                 continue
             except OSError as err:
                 raise RecaptureError(
-                    f"cannot write to the run folder --trainer.default_root_dir {self.root} ({_reason(err)}): "
+                    f"cannot write to the run folder --trainer.default_root_dir {self.root} ({os_error_reason(err)}): "
                     "choose a writable folder"
                 ) from err
             try:
@@ -276,7 +249,7 @@ class RunLock:
                 with _suppress_missing():
                     self.path.unlink()
                 raise RecaptureError(
-                    f"cannot write to the run folder {self.root} ({_reason(err)}): choose a writable folder"
+                    f"cannot write to the run folder {self.root} ({os_error_reason(err)}): choose a writable folder"
                 ) from err
             RunLock.held[self.path] = self
             return self
@@ -401,7 +374,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                     f.flush()
                     os.fsync(f.fileno())
         except (OSError, RecaptureError) as err:  # RecaptureError: atomic_path found the disk full
-            reason = _reason(err) if isinstance(err, OSError) else "no space left on the device"
+            reason = os_error_reason(err) if isinstance(err, OSError) else "no space left on the device"
             raise RecaptureError(
                 f"could not write the checkpoint {target} ({reason}); the previous checkpoint (if any) is "
                 "intact: free space or choose another --trainer.default_root_dir, then resume with --ckpt_path"

@@ -141,3 +141,17 @@ def test_no_cuts_in_the_example_videos(shared_clips: dict[str, torch.Tensor], st
 def test_example_videos_concatenated(shared_clips: dict[str, torch.Tensor]) -> None:
     clips = [frames[40:60] for frames in shared_clips.values()]
     assert detect_cuts(torch.cat(clips)) == [20, 40]
+
+
+def test_the_data_module_warns_when_the_clip_spans_a_cut(cut_video: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """What `recapture fit/anchor` read: the source clip is checked and the warning reaches the log."""
+    from recapture.training.datamodule import ReCaptureDataModule
+
+    with caplog.at_level("WARNING", logger="recapture"):
+        frames, _, _, _ = ReCaptureDataModule(video=str(cut_video), num_frames=14, start=4, size=64).load_source()
+    assert frames.shape[0] == 14
+    assert "hard scene cut between source frames 11 and 12" in caplog.text and "--data.start 12" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="recapture"):
+        ReCaptureDataModule(video=str(cut_video), num_frames=14, start=12, size=64).load_source()
+    assert "scene cut" not in caplog.text

@@ -65,6 +65,31 @@ def test_overlays_stack_on_demo(overlay: Path) -> None:
         assert cli.datamodule.trajectory.build(5).c2w.shape == (5, 4, 4)
 
 
+LOGGER_OVERLAYS = [p for p in OVERLAYS if p.parent.name == "loggers"]
+
+
+@pytest.mark.parametrize("overlay", LOGGER_OVERLAYS, ids=lambda p: p.name)
+@pytest.mark.parametrize("config", MAIN_CONFIGS, ids=lambda p: p.name)
+def test_logger_overlays_stack_on_every_main_config(config: Path, overlay: Path) -> None:
+    from lightning.pytorch.loggers import CSVLogger
+
+    cli = _parse(["--config", str(config), "--config", str(overlay)])
+    if overlay.stem == "csv":
+        assert isinstance(cli.trainer.logger, CSVLogger)
+    else:
+        assert cli.trainer.logger is None
+
+
+@pytest.mark.parametrize("overlay", LOGGER_OVERLAYS, ids=lambda p: p.name)
+def test_fit_runs_with_each_logger_overlay(tmp_path: Path, overlay: Path) -> None:
+    """The documented overlays run a whole fit (none.yaml once crashed at the start of training)."""
+    fit = cli_main(_fast_args(tmp_path, "fit", "--config", str(overlay), "--trainer.max_steps", "2"))
+    assert fit.trainer.global_step == 2 and (tmp_path / "run" / "report.json").is_file()
+    if overlay.stem == "csv":
+        metrics = list((tmp_path / "runs").rglob("metrics.csv"))
+        assert len(metrics) == 1 and "eval/anchor_psnr" in metrics[0].read_text()  # the run logged to it
+
+
 def _parse(args: list[str]):
     """Parse and instantiate (the model loads nothing until used) without running."""
     from recapture.training.cli import ReCaptureCLI, ReCaptureTrainer

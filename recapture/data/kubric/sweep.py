@@ -49,7 +49,7 @@ from recapture.data.kubric.results import (
 )
 from recapture.data.kubric.synthetic import write_kubric_mini
 from recapture.depth.base import scene_scale
-from recapture.utils import RecaptureError, atomic_path, hash_inputs, write_json
+from recapture.utils import RecaptureError, atomic_path, check_output_folder, hash_inputs, write_json
 
 log = logging.getLogger(__name__)
 
@@ -385,7 +385,7 @@ def run_sweep(
         On rank 0 the aggregate (``results.json``'s content); ``None`` on other ranks.
     """
     dist = dist or dist_info()
-    out = output_dir(settings)
+    out = check_output_folder(output_dir(settings), "--kubric.output", what="benchmark folder")
     scene_ids = resolve_scene_ids(settings.scenes, settings.mini)
     if settings.max_scenes is not None:
         if settings.max_scenes < 1:

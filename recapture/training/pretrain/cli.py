@@ -30,6 +30,7 @@ from recapture.training.cli import (
     finish_wandb,
     place_checkpoints,
     quiet_lightning_tips,
+    uses_wandb,
 )
 from recapture.training.precision import cpu_precision
 from recapture.training.pretrain.base import PriorStage
@@ -74,7 +75,7 @@ class PretrainCLI(LightningCLI):
                 raise RecaptureError(f"--torch_threads={threads} must be >= 1 (or null for torch's default)")
             torch.set_num_threads(threads)
         cpu_precision(section["trainer"])  # bf16 on a CPU that emulates it: 32-true
-        if "Wandb" in str(section.get("trainer", {}).get("logger")):
+        if uses_wandb(section.get("trainer", {})):
             ensure_wandb_mode()
 
     def before_fit(self) -> None:
