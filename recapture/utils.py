@@ -32,7 +32,14 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".partial{path.suffix}", dir=path.parent)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".partial{path.suffix}", dir=path.parent)
+    except OSError as err:  # a folder so full that not even an empty file fits
+        if out_of_space(err, path.parent):
+            raise RecaptureError(
+                f"could not write {path}: no space left on the device: free some space or write to another folder"
+            ) from err
+        raise
     os.close(fd)
     tmp = Path(tmp_name)
     tmp.unlink()  # the block decides whether it is a file or a directory

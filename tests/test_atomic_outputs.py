@@ -65,6 +65,17 @@ def test_a_full_disk_is_one_clear_error_and_leaves_nothing(tmp_path, monkeypatch
             raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 2048 vs 1942")
     assert list(target.parent.iterdir()) == []
 
+    import tempfile
+
+    def full(*args, **kwargs):  # noqa: ANN002, ANN003
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as m:  # so full that not even the empty temporary can be created
+        m.setattr(tempfile, "mkstemp", full)
+        with pytest.raises(RecaptureError, match=r"could not write .*entry.pt: no space left on the device"):
+            with atomic_path(target):
+                pytest.fail("the block must not run")
+
     monkeypatch.setattr(shutil, "disk_usage", lambda _: usage(1 << 40, 0, 1 << 40))
     with pytest.raises(RuntimeError, match="unexpected pos"):  # with space left it is not a full disk
         with atomic_path(target) as tmp:

@@ -237,3 +237,21 @@ def test_truncated_or_foreign_lora_file_is_a_clear_error(tmp_path, caplog) -> No
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     with pytest.raises(RecaptureError, match="truncated or corrupt"):
         load_lora(other.unet, "spatial", tmp_path / "spatial")
+
+
+def test_a_lora_file_of_another_rank_loads_at_its_own_rank(tmp_path) -> None:
+    """`generate` with another --model.lora.rank than the fit: the file's rank is used, not a traceback."""
+    trained = build_tiny_components()
+    add_recapture_adapters(trained.unet, LoRAConfig(rank=4))
+    with torch.no_grad():
+        for name, p in trained.unet.named_parameters():
+            if "lora_B.spatial" in name:
+                p.normal_()
+    save_lora(trained.unet, "spatial", tmp_path / "spatial")
+    other = build_tiny_components()
+    add_recapture_adapters(other.unet, LoRAConfig(rank=8))
+    load_lora(other.unet, "spatial", tmp_path / "spatial")
+    got = dict(other.unet.named_parameters())
+    for name, p in trained.unet.named_parameters():
+        if ".spatial." in name:
+            assert got[name].shape == p.shape and torch.equal(got[name].detach(), p.detach()), name

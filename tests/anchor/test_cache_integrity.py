@@ -66,7 +66,18 @@ def _assert_same_anchor(a, b) -> None:
 
 
 # ---------------------------------------------------------------------------------------- anchors
-@pytest.mark.parametrize("damage", ["bitflip", "truncate", "edit", "foreign_pickle", "no_checksum", "empty"])
+class _CodePayload:
+    """Unpickling this runs code (here: creates ``marker``), as a crafted cache entry would."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):  # noqa: ANN204
+        return (open, (str(self.marker), "w"))
+
+
+@pytest.mark.parametrize("damage", ["bitflip", "truncate", "edit", "foreign_pickle", "code_pickle", "no_checksum",
+                                    "empty"])
 def test_bad_anchor_entry_is_reported_removed_and_recomputed(scene, tmp_path: Path, caplog, damage) -> None:
     frames, depth = scene
     traj = make_trajectory("truck", 0.1, T)
@@ -86,6 +97,8 @@ def test_bad_anchor_entry_is_reported_removed_and_recomputed(scene, tmp_path: Pa
         torch.save(raw, entry)
     elif damage == "foreign_pickle":
         entry.write_bytes(pickle.dumps({"anchor_frames": "not a tensor", "hello": [1, 2, 3]}, protocol=2))
+    elif damage == "code_pickle":
+        torch.save({"anchor_frames": _CodePayload(tmp_path / "pwned")}, entry)
     elif damage == "no_checksum":  # an entry of the format before checksums
         raw = torch.load(entry, weights_only=True)
         raw.pop("sha256")
@@ -100,6 +113,7 @@ def test_bad_anchor_entry_is_reported_removed_and_recomputed(scene, tmp_path: Pa
     assert len(warnings) == 1, [r.getMessage() for r in caplog.records]
     assert "anchor cache entry" in warnings[0] and "\n" not in warnings[0]
     assert again.report["cache"] == "miss" and est.calls == 1  # recomputed, not used
+    assert not (tmp_path / "pwned").exists()  # a crafted entry is refused without running its code
     _assert_same_anchor(again, fresh)
     # the recomputed entry replaced the bad one: the next run is a quiet hit
     caplog.clear()
