@@ -69,3 +69,7 @@ def test_fit_help_leads_with_the_options_people_change(capsys: pytest.CaptureFix
                  "--trainer.default_root_dir", "--ckpt_path"):
         assert f"  {flag} " in lead, flag
         assert f"  {flag} " in out[len(lead):], f"{flag} is not a real option"  # listed again in full
+    # what --data.size does to the picture is said exactly: no distortion, crop (or pad), enlarging warned
+    size_help = " ".join(out[out.index("  --data.size SIZE"):].split("\n  --")[0].split())
+    for words in ("scaled without distortion", "centre-cropped", "(or padded", "enlarged, with a warning"):
+        assert words in size_help, words

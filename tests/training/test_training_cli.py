@@ -233,7 +233,8 @@ def test_every_config_file_is_parsed_by_some_test() -> None:
     assert len(MAIN_CONFIGS) >= 2 and len(OVERLAYS) >= 9
 
 
-def test_fit_into_a_log_file_prints_steady_progress_lines(tmp_path: Path) -> None:
+@pytest.mark.parametrize("bar", ["false", "true"])  # true: the default of the shipped configs
+def test_fit_into_a_log_file_prints_steady_progress_lines(tmp_path: Path, bar: str) -> None:
     """stderr redirected to a file (SLURM, nohup): step/total, loss and ETA lines, not one line at the end."""
     import os
     import subprocess
@@ -243,7 +244,7 @@ def test_fit_into_a_log_file_prints_steady_progress_lines(tmp_path: Path) -> Non
     with open(log, "w") as f:
         proc = subprocess.run(
             [sys.executable, "-c", "from recapture.cli import main; main()", *_fast_args(tmp_path),
-             "--trainer.enable_progress_bar", "false", "--trainer.logger", "false"],
+             "--trainer.enable_progress_bar", bar, "--trainer.logger", "false"],
             stdout=f, stderr=subprocess.STDOUT, timeout=600, cwd=tmp_path,
             env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"},
         )
