@@ -5,12 +5,15 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger("recapture")
 
 
 class RecaptureError(ValueError):
@@ -36,9 +39,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".partial{path.suffix}", dir=path.parent)
     except OSError as err:  # a folder so full that not even an empty file fits
         if out_of_space(err, path.parent):
-            raise RecaptureError(
-                f"could not write {path}: no space left on the device: free some space or write to another folder"
-            ) from err
+            raise _disk_full(path) from err
         raise
     os.close(fd)
     tmp = Path(tmp_name)
@@ -54,16 +55,20 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     except (OSError, RuntimeError) as err:
         # a full disk shows as ENOSPC, or (torch.save's zip writer) as a RuntimeError: say which
         if out_of_space(err, path.parent):
-            raise RecaptureError(
-                f"could not write {path}: no space left on the device: free some space or write to another "
-                "folder (nothing was left under that name)"
-            ) from err
+            raise _disk_full(path) from err
         raise
     finally:
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
         elif tmp.exists():
             tmp.unlink()
+
+
+def _disk_full(path: Path) -> RecaptureError:
+    return RecaptureError(
+        f"could not write {path}: no space left on the device: free some space or write to another "
+        "folder (nothing was left under that name)"
+    )
 
 
 def out_of_space(err: BaseException, folder: str | os.PathLike, min_free: int = 1 << 20) -> bool:
@@ -203,9 +208,7 @@ def check_output_folder(path: str | os.PathLike, flag: str, what: str = "output 
         ) from err
     removed = clean_partials_tree(path)
     if removed:
-        import logging
-
-        logging.getLogger("recapture").info(
+        log.info(
             "removed %d unfinished write(s) of a killed run from %s: %s", len(removed), path,
             ", ".join(str(p.relative_to(path)) for p in removed),
         )

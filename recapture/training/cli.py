@@ -228,10 +228,14 @@ class ReCaptureCLI(LightningCLI):
                  "deleted first). Without it such a folder is refused, unless --ckpt_path resumes it.",
         )
 
+    def _section(self) -> tuple[str | None, Any]:
+        """The subcommand and its parsed config (run=False: no subcommand level, the whole config)."""
+        subcommand = self.config.get("subcommand")
+        return subcommand, self.config[subcommand] if subcommand else self.config
+
     def parse_arguments(self, parser: Any, args: Any) -> None:
         super().parse_arguments(parser, args)
-        subcommand = self.config.get("subcommand")
-        section = self.config[subcommand] if subcommand else self.config  # run=False: no subcommand level
+        subcommand, section = self._section()
         if "trainer" in section:
             cpu_precision(section["trainer"])  # bf16 on a CPU that emulates it: 32-true
         # before LightningCLI reads --ckpt_path's hyperparameters and anything is instantiated
@@ -239,8 +243,7 @@ class ReCaptureCLI(LightningCLI):
             self._run_lock = check_fit_config(self.config["fit"])
 
     def before_instantiate_classes(self) -> None:
-        subcommand = self.config.get("subcommand")
-        section = self.config[subcommand] if subcommand else self.config
+        subcommand, section = self._section()
         # anchor and generate log nothing: no W&B notice for them, nor for runs without a W&B logger
         if subcommand not in ("anchor", "generate") and uses_wandb(section.get("trainer", {})):
             ensure_wandb_mode()

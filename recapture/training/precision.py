@@ -48,9 +48,8 @@ def cpu_precision(trainer: Any) -> str | None:
     Returns:
         The precision that was replaced, or None when nothing changed.
     """
-    get = trainer.get if hasattr(trainer, "get") else lambda key, default=None: getattr(trainer, key, default)
-    precision = str(get("precision", None) or "")
-    if not precision.startswith("bf16") or not runs_on_cpu(get("accelerator", "auto")):
+    precision = str(trainer.get("precision") or "")
+    if not precision.startswith("bf16") or not runs_on_cpu(trainer.get("accelerator", "auto")):
         return None
     if os.environ.get(KEEP_ENV) == "1" or cpu_has_fast_bf16():
         return None
