@@ -18,6 +18,7 @@ LAYERS: list[set[str]] = [
     {"anchor", "adaptation"},
     {"sampling"},
     {"data"},
+    {"benchmark"},
     {"training"},
     {"commands"},
     {"cli"},

@@ -19,7 +19,7 @@ from jsonargparse import DefaultHelpFormatter
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
-from recapture.data.kubric.sweep import BenchmarkSettings
+from recapture.benchmark.sweep import BenchmarkSettings
 from recapture.training.precision import cpu_precision
 from recapture.utils import OneLineParserErrors, RecaptureError, check_output_folder
 
@@ -147,9 +147,9 @@ class ReCaptureTrainer(Trainer):
             model: template only: every scene gets a fresh module built from the same ``model:`` config.
             datamodule: template only: every scene gets a fresh data module from the same ``data:`` config.
             kubric: scenes, controls, mode, resolution, output folder, depth source, baselines, W&B
-                group, ... (see :class:`recapture.data.kubric.sweep.BenchmarkSettings`).
+                group, ... (see :class:`recapture.benchmark.sweep.BenchmarkSettings`).
         """
-        from recapture.training.benchmark import run_benchmark
+        from recapture.training.scene_runner import run_benchmark
 
         return run_benchmark(self, kubric)
 

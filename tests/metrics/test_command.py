@@ -191,7 +191,7 @@ def test_a_command_line_run_prints_the_headline_and_the_table_path(
 def test_one_psnr_rule_for_evaluate_the_callbacks_and_the_benchmark() -> None:
     """A frame identical to the target is left out of the video's PSNR mean everywhere (it used to be
     dropped by the benchmark but averaged, as inf, by evaluate and the callbacks)."""
-    from recapture.data.kubric.results import score_video
+    from recapture.benchmark.results import score_video
     from recapture.metrics import compute_metrics, psnr, video_psnr
 
     g = torch.Generator().manual_seed(0)

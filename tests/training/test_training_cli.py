@@ -225,7 +225,7 @@ def test_console_user_errors_exit_2_without_traceback(tmp_path: Path) -> None:
 
 
 def test_every_config_file_is_parsed_by_some_test() -> None:
-    """Main configs and overlays are parsed here; benchmarks and sweeps in tests/data/test_kubric_sweep.py;
+    """Main configs and overlays are parsed here; benchmarks and sweeps in tests/benchmark/test_sweep.py;
     pretraining recipes in tests/training/test_pretrain.py."""
     groups = {"configs", "trajectories", "loggers", "benchmarks", "sweeps", "pretrain"}
     stray = [p for p in CONFIGS if p.parent.name not in groups]

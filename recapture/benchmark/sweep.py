@@ -5,14 +5,14 @@ trajectory in scene units (:func:`sample_trajectory`) -> a :class:`SceneRunner` 
 fits a fresh ReCapture run: anchor, masked fine-tuning, generation, SDEdit refinement) -> scores of
 ReCapture and of the baselines (input video, anchor video) against the ground truth -> one JSON.
 
-Distribution (:mod:`recapture.data.kubric.launch`): one process per GPU under ``torchrun``
+Distribution (:mod:`recapture.benchmark.launch`): one process per GPU under ``torchrun``
 (``RANK``/``WORLD_SIZE``/``LOCAL_RANK``) or SLURM (``SLURM_PROCID``/``SLURM_NTASKS``/``SLURM_LOCALID``),
 or a single process. Rank ``r`` takes ``scenes[r::world]`` and runs each scene on its own device,
 single-device (no process group is needed or created). Every scene writes ``<output>/scenes/<scene>.json`` atomically; a rerun skips
 scenes whose JSON exists, so a crashed rank loses only the scene in flight. Rank 0 then waits for
 the other ranks' files (a ``torch.distributed`` barrier instead when the caller initialised a
 process group), and writes ``results.csv``, ``results.md`` and ``results.json``
-(:mod:`recapture.data.kubric.results`).
+(:mod:`recapture.benchmark.results`).
 
 Output folder::
 
@@ -35,18 +35,18 @@ from typing import Any, Literal, Protocol
 import torch
 from torch import Tensor
 
-from recapture.cameras import Trajectory
-from recapture.data.kubric.controls import read_controls
-from recapture.data.kubric.launch import DistInfo, dist_info, scene_device, shard, wait_for_scenes
-from recapture.data.kubric.protocol import EvalSample, ProtocolSettings, Resolution, make_eval_sample
-from recapture.data.kubric.reader import load_scene, scene_name
-from recapture.data.kubric.results import (
+from recapture.benchmark.launch import DistInfo, dist_info, scene_device, shard, wait_for_scenes
+from recapture.benchmark.results import (
     load_scene_results,
     scene_record,
     score_sample,
     write_eval_video,
     write_results,
 )
+from recapture.cameras import Trajectory
+from recapture.data.kubric.controls import read_controls
+from recapture.data.kubric.protocol import EvalSample, ProtocolSettings, Resolution, make_eval_sample
+from recapture.data.kubric.reader import load_scene, scene_name
 from recapture.data.kubric.synthetic import write_kubric_mini
 from recapture.depth.base import scene_scale
 from recapture.utils import RecaptureError, atomic_path, check_output_folder, hash_inputs, write_json
@@ -221,7 +221,7 @@ class SceneOutput:
         timings: seconds per stage (``fit_s``, ``generate_s``, ``refine_s``, ...).
         info: anything else worth keeping in the scene JSON (coverage, run folder, ...).
         ablation: ``(T, 3, H, W)`` videos of the ablation rows by method (``inpaint``, ``prior``,
-            ``temporal``; see :data:`~recapture.data.kubric.results.METHODS`), empty unless
+            ``temporal``; see :data:`~recapture.benchmark.results.METHODS`), empty unless
             ``kubric.ablation`` is set.
     """
 
@@ -235,7 +235,7 @@ class SceneOutput:
 
 
 class SceneRunner(Protocol):
-    """Runs ReCapture on one evaluation sample (the Lightning one: :mod:`recapture.training.benchmark`)."""
+    """Runs ReCapture on one evaluation sample (the Lightning one: :mod:`recapture.training.scene_runner`)."""
 
     def settings_key(self) -> Any:
         """JSON-able settings that change results (stored with each scene; a rerun must match)."""

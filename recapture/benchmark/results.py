@@ -30,8 +30,8 @@ from recapture.metrics.vbench import temporal_flickering
 from recapture.utils import RecaptureError, atomic_path, write_json
 
 if TYPE_CHECKING:
+    from recapture.benchmark.sweep import SceneOutput
     from recapture.data.kubric.protocol import EvalSample
-    from recapture.data.kubric.sweep import SceneOutput
 
 __all__ = [
     "METHODS",

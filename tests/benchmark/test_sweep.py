@@ -15,11 +15,9 @@ import pytest
 import torch
 import yaml
 
-from recapture.data.kubric import load_scene, make_eval_sample, write_kubric_mini
-from recapture.data.kubric.launch import DistInfo, dist_info, shard
-from recapture.data.kubric.protocol import ProtocolSettings
-from recapture.data.kubric.results import PAPER_TABLE2, score_video
-from recapture.data.kubric.sweep import (
+from recapture.benchmark.launch import DistInfo, dist_info, shard
+from recapture.benchmark.results import PAPER_TABLE2, score_video
+from recapture.benchmark.sweep import (
     BenchmarkSettings,
     MiniScenes,
     SceneOutput,
@@ -28,6 +26,8 @@ from recapture.data.kubric.sweep import (
     run_sweep,
     sample_trajectory,
 )
+from recapture.data.kubric import load_scene, make_eval_sample, write_kubric_mini
+from recapture.data.kubric.protocol import ProtocolSettings
 from recapture.utils import RecaptureError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -267,7 +267,7 @@ def test_two_gloo_processes_barrier_then_rank0_aggregates(mini_root: Path, tmp_p
 @pytest.fixture
 def captured(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict:
     """Run `recapture benchmark` up to the benchmark itself and capture what it would get."""
-    import recapture.training.benchmark as fit
+    import recapture.training.scene_runner as fit
 
     got: dict = {}
 
@@ -436,8 +436,8 @@ def test_two_process_benchmark_crash_and_resume(mini_root: Path, tmp_path: Path)
 
 def test_benchmark_ablation_rows(mini_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`kubric.ablation`: the Table 3 rows and both baselines are scored, each from its own video."""
+    from recapture.benchmark.results import METHODS
     from recapture.cli import cli_main
-    from recapture.data.kubric.results import METHODS
 
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "bench"

@@ -29,10 +29,10 @@ from typing import Any
 
 import torch
 
+from recapture.benchmark.results import METRICS
+from recapture.benchmark.sweep import BenchmarkSettings, SceneOutput, dist_info, output_dir, run_sweep
 from recapture.cameras import Trajectory
 from recapture.data.kubric.protocol import EvalSample
-from recapture.data.kubric.results import METRICS
-from recapture.data.kubric.sweep import BenchmarkSettings, SceneOutput, dist_info, output_dir, run_sweep
 from recapture.utils import RecaptureError, atomic_path
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ def _finish_wandb(loggers: list[Any]) -> None:
 
 
 class LightningSceneRunner:
-    """A :class:`~recapture.data.kubric.sweep.SceneRunner` that fits a fresh ReCapture run per scene.
+    """A :class:`~recapture.benchmark.sweep.SceneRunner` that fits a fresh ReCapture run per scene.
 
     Args:
         parser: the ``recapture benchmark`` subcommand parser.
@@ -347,7 +347,7 @@ def run_benchmark(trainer: Any, settings: BenchmarkSettings) -> dict[str, Any] |
     if source is None:
         raise RecaptureError(
             "trainer.benchmark needs the parsed config: run `recapture benchmark --config ...`; from Python, call "
-            "recapture.data.kubric.sweep.run_sweep(settings, runner) with your own SceneRunner"
+            "recapture.benchmark.sweep.run_sweep(settings, runner) with your own SceneRunner"
         )
     parser, config = source.parser, source.config
     _resolve_scene_models(parser, config, settings)  # before any scene: a missing model stops at once
