@@ -32,7 +32,7 @@ import shlex
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -44,17 +44,16 @@ from recapture.adaptation import (  # noqa: E402
     EDMConfig,
     LoRAConfig,
     PeftUNetSpatioTemporalConditionModel,
-    adapter_parameters,
     add_recapture_adapters,
-    added_time_ids,
     build_tiny_components,
-    edm_loss,
     set_trainable_adapter,
-    temporal_bypass,
+    step_context,
+    step_loss,
 )
 from recapture.utils import atomic_path  # noqa: E402
 
 KINDS = ("temporal", "spatial")
+LATENT_FACTOR = 8  # pixels per latent of SVD's VAE (no VAE is built here: vae_factor of the real one)
 
 
 @dataclass
@@ -90,43 +89,34 @@ def build_unet(model: str, device: torch.device, dtype: torch.dtype, rank: int) 
             unet = PeftUNetSpatioTemporalConditionModel()  # diffusers defaults = SVD img2vid-xt
     # AlphaBlender creates its mix factor with the legacy torch.Tensor constructor (always CPU).
     unet.to(device=device, dtype=dtype)
-    add_recapture_adapters(unet, LoRAConfig(rank=rank))
-    for p in adapter_parameters(unet, "spatial") + adapter_parameters(unet, "temporal"):
-        p.data = p.data.float()  # LoRA weights stay fp32 when the frozen base is bf16
+    add_recapture_adapters(unet, LoRAConfig(rank=rank))  # LoRA weights stay fp32 over a bf16 base
     return unet
+
+
+def _batch(latents: torch.Tensor, cond: torch.Tensor, embeds: torch.Tensor, mask: torch.Tensor) -> dict:
+    """The data module's batch layout (both kinds share the clip: T single frames under the bypass)."""
+    return {f"{kind}_{name}": value for kind in KINDS
+            for name, value in (("latents", latents), ("cond_latents", cond), ("image_embeds", embeds))} | {
+        "temporal_mask": mask}
 
 
 def make_batch(unet: torch.nn.Module, size: tuple[int, int, int], device: torch.device) -> dict:
     t, h, w = size
+    f = LATENT_FACTOR
     g = torch.Generator(device=device).manual_seed(0)
-    lat = (1, t, 4, h // 8, w // 8)
-    mask = torch.ones(1, t, 1, h // 8, w // 8, device=device)
-    mask[:, 1:, :, : h // 32, : w // 4] = 0  # a disocclusion-like hole on all but the first frame
+    lat = (1, t, 4, h // f, w // f)
+    mask = torch.ones(1, t, 1, h // f, w // f, device=device)
+    mask[:, 1:, :, : h // (4 * f), : w // (2 * f)] = 0  # a disocclusion-like hole on all but the first frame
     dim = unet.config.cross_attention_dim
-    return {
-        "latents": torch.randn(lat, generator=g, device=device),
-        "cond_latents": torch.randn(lat[0], *lat[2:], generator=g, device=device),
-        "image_embeds": torch.randn(1, 1, dim, generator=g, device=device),
-        "time_ids": added_time_ids(7, 127, 0.02, 1, device=device),
-        "mask": mask,
-    }
-
-
-@contextlib.contextmanager
-def kind_context(unet: torch.nn.Module, kind: str) -> Iterator[None]:
-    if kind == "spatial":
-        with temporal_bypass(unet, skip_compute=True):
-            yield
-    else:
-        yield
+    return _batch(torch.randn(lat, generator=g, device=device),
+                  torch.randn(lat[0], *lat[2:], generator=g, device=device),
+                  torch.randn(1, 1, dim, generator=g, device=device), mask)
 
 
 def loss_fn(unet: torch.nn.Module, kind: str, batch: dict, generator: torch.Generator | None) -> torch.Tensor:
-    config = EDMConfig()
-    mask = batch["mask"] if kind == "temporal" else None
-    inputs = {k: v for k, v in batch.items() if k != "mask"}
-    with kind_context(unet, kind):
-        return edm_loss(unet, **inputs, mask=mask, config=config, generator=generator).loss
+    """The module's own step (:func:`recapture.adaptation.step_loss`) under its step context."""
+    with step_context(unet, kind):
+        return step_loss(unet, batch, kind, EDMConfig(), generator=generator).loss
 
 
 def count_flops(model: str, kind: str, size: tuple[int, int, int], rank: int) -> float:
@@ -143,14 +133,11 @@ def count_flops(model: str, kind: str, size: tuple[int, int, int], rank: int) ->
 
 def make_batch_meta(unet: torch.nn.Module, size: tuple[int, int, int]) -> dict:
     t, h, w = size
+    f = LATENT_FACTOR
     meta = torch.device("meta")
-    return {
-        "latents": torch.empty(1, t, 4, h // 8, w // 8, device=meta),
-        "cond_latents": torch.empty(1, 4, h // 8, w // 8, device=meta),
-        "image_embeds": torch.empty(1, 1, unet.config.cross_attention_dim, device=meta),
-        "time_ids": torch.empty(1, 3, device=meta),
-        "mask": torch.ones(1, t, 1, h // 8, w // 8, device=meta),
-    }
+    return _batch(torch.empty(1, t, 4, h // f, w // f, device=meta), torch.empty(1, 4, h // f, w // f, device=meta),
+                  torch.empty(1, 1, unet.config.cross_attention_dim, device=meta),
+                  torch.ones(1, t, 1, h // f, w // f, device=meta))
 
 
 def sync(device: torch.device) -> None:

@@ -31,7 +31,7 @@ os.environ.setdefault("WANDB_MODE", "offline")
 import torch  # noqa: E402
 from lightning.pytorch import Callback, Trainer  # noqa: E402
 
-from recapture.adaptation import ComponentsConfig, LoRAConfig, added_time_ids, edm_loss, set_trainable_adapter  # noqa: E402
+from recapture.adaptation import ComponentsConfig, LoRAConfig, set_trainable_adapter, step_loss  # noqa: E402
 from recapture.adaptation.encoding import AugmentConfig  # noqa: E402
 from recapture.training.datamodule import ReCaptureDataModule  # noqa: E402
 from recapture.training.module import ReCaptureModule  # noqa: E402
@@ -90,12 +90,8 @@ def bare_round(module: ReCaptureModule, data: ReCaptureDataModule, steps: int) -
         kind = module.schedule.kind(step)
         t0 = time.perf_counter()
         set_trainable_adapter(unet, kind)
-        prefix = "temporal" if kind == "temporal" else "spatial"
-        latents = batch[f"{prefix}_latents"]
-        time_ids = added_time_ids(o.fps, o.motion_bucket_id, o.noise_aug_strength, latents.shape[0]).to(latents)
-        with module.step_context(kind):
-            loss = edm_loss(unet, latents, batch[f"{prefix}_cond_latents"], batch[f"{prefix}_image_embeds"], time_ids,
-                            mask=batch["temporal_mask"] if kind == "temporal" else None, config=o).loss
+        with module.step_context(kind):  # the module's own step, without Lightning around it
+            loss = step_loss(unet, batch, kind, o).loss
             loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)

@@ -44,7 +44,9 @@ from recapture.adaptation.objective import (
     encode_latents,
     mask_to_latent,
     sample_sigma,
+    vae_factor,
 )
+from recapture.adaptation.step import Kind, step_context, step_loss
 from recapture.adaptation.tiny import build_tiny_components
 
 __all__ = [
@@ -58,6 +60,7 @@ __all__ = [
     "TEMPORAL_LINEAR_PATTERN",
     "TEMPORAL_PATTERN",
     "ComponentsConfig",
+    "Kind",
     "ConditionBatch",
     "EDMConfig",
     "LoRAConfig",
@@ -87,6 +90,9 @@ __all__ = [
     "save_lora",
     "set_active_adapters",
     "set_trainable_adapter",
+    "step_context",
+    "step_loss",
+    "vae_factor",
     "svd_scheduler",
     "temporal_bypass",
     "weights_dtype",

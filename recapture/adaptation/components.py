@@ -22,6 +22,7 @@ from diffusers.loaders.peft import PeftAdapterMixin
 from transformers import CLIPImageProcessorPil, CLIPVisionModelWithProjection
 
 from recapture.adaptation.clip import default_feature_extractor
+from recapture.adaptation.objective import vae_factor
 from recapture.adaptation.quiet import quiet_logger
 from recapture.utils import RecaptureError
 
@@ -109,7 +110,7 @@ class SVDComponents:
     @property
     def vae_scale_factor(self) -> int:
         """Pixels per latent along each axis (8 for SVD)."""
-        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+        return vae_factor(self.vae)
 
     def placed(
         self, device: torch.device | str, parts: tuple[str, ...] = ("unet", "vae", "image_encoder")

@@ -22,6 +22,7 @@ valid elements only.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -43,6 +44,7 @@ __all__ = [
     "encode_latents",
     "mask_to_latent",
     "sample_sigma",
+    "vae_factor",
 ]
 
 
@@ -107,8 +109,14 @@ def _check_video(frames: torch.Tensor, name: str) -> None:
         raise RecaptureError(f"{name} must have shape (T, 3, H, W) in [0, 1], got {tuple(frames.shape)}")
 
 
-def _vae_factor(vae: nn.Module) -> int:
-    return 2 ** (len(vae.config.block_out_channels) - 1)
+def vae_factor(vae: nn.Module | Sequence[int]) -> int:
+    """Pixels per latent along each axis (8 for SVD's VAE): a halving per VAE level after the first.
+
+    Args:
+        vae: the VAE, or its ``block_out_channels``.
+    """
+    channels = vae if isinstance(vae, Sequence) else vae.config.block_out_channels
+    return 2 ** (len(channels) - 1)
 
 
 def _check_divisible(h: int, w: int, factor: int) -> None:
@@ -140,7 +148,7 @@ def encode_latents(
         ``(T, 4, H/8, W/8)`` float32 latents.
     """
     _check_video(frames, "frames")
-    _check_divisible(frames.shape[-2], frames.shape[-1], _vae_factor(vae))
+    _check_divisible(frames.shape[-2], frames.shape[-1], vae_factor(vae))
     dtype = next(vae.parameters()).dtype
     out = []
     for chunk in frames.split(max(1, chunk_size)):
@@ -189,7 +197,7 @@ def encode_condition_latents(
 ) -> torch.Tensor:
     """Noise-augmented VAE latents of the prompt (mode, not scaled): ``(B, 3, H, W)`` -> ``(B, 4, H/8, W/8)``."""
     _check_image(image)
-    _check_divisible(image.shape[-2], image.shape[-1], _vae_factor(vae))
+    _check_divisible(image.shape[-2], image.shape[-1], vae_factor(vae))
     noise = torch.randn(image.shape, generator=generator, device=image.device, dtype=torch.float32)
     noisy = image.float() * 2.0 - 1.0 + noise_aug_strength * noise
     vae_dtype = next(vae.parameters()).dtype

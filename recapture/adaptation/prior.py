@@ -30,6 +30,7 @@ from recapture.adaptation.components import (
     SVDComponents,
     svd_scheduler,
 )
+from recapture.adaptation.objective import vae_factor
 from recapture.utils import RecaptureError
 
 __all__ = [
@@ -89,7 +90,7 @@ class VAESize:
     @property
     def factor(self) -> int:
         """Pixels per latent along each axis."""
-        return 2 ** (len(self.block_out_channels) - 1)
+        return vae_factor(self.block_out_channels)
 
     def build(self, seed: int = 0) -> AutoencoderKLTemporalDecoder:
         """The VAE with seeded random weights (``scaling_factor`` 1 until :func:`fit_scaling_factor`)."""
@@ -252,10 +253,6 @@ def _check_clip_batch(video: torch.Tensor, factor: int) -> None:
         raise RecaptureError(f"frame size {h}x{w} is not a multiple of the VAE factor {factor}; use e.g. 64x96")
 
 
-def _vae_factor(vae: nn.Module) -> int:
-    return 2 ** (len(vae.config.block_out_channels) - 1)
-
-
 def vae_reconstruction_loss(
     vae: AutoencoderKLTemporalDecoder,
     video: torch.Tensor,
@@ -277,7 +274,7 @@ def vae_reconstruction_loss(
     """
     if reconstruction not in ("l1", "mse"):
         raise RecaptureError(f"reconstruction={reconstruction!r} must be 'l1' or 'mse'")
-    _check_clip_batch(video, _vae_factor(vae))
+    _check_clip_batch(video, vae_factor(vae))
     b, t = video.shape[:2]
     x = video.reshape(b * t, *video.shape[2:]) * 2.0 - 1.0
     posterior = vae.encode(x).latent_dist
@@ -294,7 +291,7 @@ def vae_reconstruction_loss(
 @torch.no_grad()
 def reconstruct(vae: AutoencoderKLTemporalDecoder, video: torch.Tensor) -> torch.Tensor:
     """Encode (posterior mode) and decode clips: ``(B, T, 3, H, W)`` -> ``(B, T, 3, H, W)`` in [0, 1] (clamped)."""
-    _check_clip_batch(video, _vae_factor(vae))
+    _check_clip_batch(video, vae_factor(vae))
     b, t = video.shape[:2]
     dtype = next(vae.parameters()).dtype
     x = (video.reshape(b * t, *video.shape[2:]) * 2.0 - 1.0).to(dtype)
@@ -316,7 +313,7 @@ def fit_scaling_factor(vae: AutoencoderKLTemporalDecoder, video: torch.Tensor) -
     Returns:
         the factor to store as ``vae.config.scaling_factor``.
     """
-    _check_clip_batch(video, _vae_factor(vae))
+    _check_clip_batch(video, vae_factor(vae))
     dtype = next(vae.parameters()).dtype
     x = (video.flatten(0, 1) * 2.0 - 1.0).to(dtype)
     means = torch.cat([vae.encode(chunk).latent_dist.mode().float() for chunk in x.split(16)])

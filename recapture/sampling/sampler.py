@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
-from recapture.adaptation import SVDComponents, encode_latents
+from recapture.adaptation import SVDComponents, encode_latents, vae_factor
 from recapture.adaptation.encoding import vae_upcast
 from recapture.sampling.conditioning import build_conditioning
 from recapture.sampling.config import DenoiseConfig, RefineConfig, SampleOutput, SamplingConfig
@@ -66,7 +66,7 @@ def generate(
     config.validate()
     if not isinstance(num_frames, int) or num_frames < 1:
         raise RecaptureError(f"num_frames must be a positive integer, got {num_frames!r}")
-    height, width = _check_image(image, _vae_factor(components.vae))
+    height, width = _check_image(image, vae_factor(components.vae))
     if anchor is not None:
         _check_video("anchor", anchor, (num_frames, 3, height, width))
     init_video = None
@@ -108,7 +108,7 @@ def sdedit_refine(
     """
     config = config or RefineConfig()
     config.validate()
-    height, width = _check_image(image, _vae_factor(components.vae))
+    height, width = _check_image(image, vae_factor(components.vae))
     if video.ndim != 4:
         raise RecaptureError(f"video must be (T, 3, H, W), got shape {tuple(video.shape)}")
     num_frames = video.shape[0]
@@ -133,7 +133,7 @@ def _sample(
     desc: str,
 ) -> SampleOutput:
     """Conditioning, initial latents (noise, or frames noised to ``strength``), the shared loop, decoding."""
-    factor = _vae_factor(components.vae)
+    factor = vae_factor(components.vae)
     steps = config.num_inference_steps
     start = time.perf_counter()
     with sampling_session(components, adapters, config.cpu_offload, config.forward_chunking) as device:
@@ -196,10 +196,6 @@ def _clock(device: torch.device) -> float:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return time.perf_counter()
-
-
-def _vae_factor(vae: torch.nn.Module) -> int:
-    return 2 ** (len(vae.config.block_out_channels) - 1)
 
 
 def _check_range(name: str, x: torch.Tensor) -> None:

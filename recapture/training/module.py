@@ -30,20 +30,17 @@ from recapture.adaptation import (
     SVDComponents,
     adapter_parameters,
     add_recapture_adapters,
-    added_time_ids,
-    edm_loss,
     load_components,
     set_trainable_adapter,
-    temporal_bypass,
 )
 from recapture.adaptation.encoding import TrainingEncoder
+from recapture.adaptation.step import Kind, step_context, step_loss
 from recapture.sampling import RefineConfig, SamplingConfig
 from recapture.training.results import RunResult
 from recapture.utils import RecaptureError, hash_inputs
 
 log = logging.getLogger(__name__)
 
-Kind = Literal["temporal", "spatial"]
 
 
 @dataclass
@@ -188,29 +185,14 @@ class ReCaptureModule(LightningModule):
         Entered for the forward pass (``training_step``) and again for the backward pass
         (:meth:`backward`), so checkpointed blocks recomputed during backward are bypassed too.
         """
-        if kind == "spatial":
-            return temporal_bypass(self.unet, skip_compute=self.bypass_skip_compute)
-        return contextlib.nullcontext()
+        return step_context(self.unet, kind, skip_compute=self.bypass_skip_compute)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         kind = self.step_kind()
         set_trainable_adapter(self.unet, kind)
-        if kind == "temporal":
-            latents = batch["temporal_latents"]
-            cond, embeds = batch["temporal_cond_latents"], batch["temporal_image_embeds"]
-            mask = batch["temporal_mask"]
-        else:
-            latents = batch["spatial_latents"]
-            cond, embeds = batch["spatial_cond_latents"], batch["spatial_image_embeds"]
-            mask = None
-        b = latents.shape[0]
-        time_ids = added_time_ids(
-            self.objective.fps, self.objective.motion_bucket_id, self.objective.noise_aug_strength, b
-        ).to(latents)
-        drop = torch.rand(b, device=latents.device) < self.objective.conditioning_dropout
         with self.step_context(kind):
-            out = edm_loss(self.unet, latents, cond, embeds, time_ids, mask=mask, config=self.objective,
-                           drop_conditioning=drop)
+            out = step_loss(self.unet, batch, kind, self.objective)
+        b = batch[f"{kind}_latents"].shape[0]
         self.log(f"train/loss_{kind}", out.loss, prog_bar=True, batch_size=b)
         self.log("train/loss", out.loss, batch_size=b)
         # the learning rate, logged here rather than by LearningRateMonitor (which needs a logger)

@@ -32,7 +32,7 @@ def test_lora_weights_are_fp32_over_half_precision_weights() -> None:
 
 def test_checkpoint_keeps_only_lora_weights() -> None:
     module = ReCaptureModule(components=ComponentsConfig(pretrained=None, variant=None, tiny=True))
-    module.components  # noqa: B018
+    module.load_parts()
     checkpoint = {"state_dict": module.state_dict()}
     module.on_save_checkpoint(checkpoint)
     keys = list(checkpoint["state_dict"])
@@ -50,11 +50,11 @@ def test_checkpoint_of_another_lora_rank_is_one_clear_error() -> None:
 
     tiny = ComponentsConfig(pretrained=None, variant=None, tiny=True)
     saved = ReCaptureModule(components=tiny, lora=LoRAConfig(rank=8))
-    saved.components  # noqa: B018 - builds the UNet and its LoRAs
+    saved.load_parts()  # builds the UNet and its LoRAs
     checkpoint = {"state_dict": saved.state_dict()}
     saved.on_save_checkpoint(checkpoint)
     here = ReCaptureModule(components=tiny, lora=LoRAConfig(rank=4))
-    here.components  # noqa: B018
+    here.load_parts()
     with pytest.raises(RecaptureError, match=r"do not fit this model .*saved \(8, \d+\), here \(4, \d+\).*rank") as err:
         here.on_load_checkpoint(checkpoint)
     assert "\n" not in str(err.value)

@@ -39,6 +39,7 @@ from recapture.adaptation import (
     encode_image_embeds,
     encode_latents,
     save_components,
+    vae_factor,
 )
 from recapture.adaptation.placement import placed
 from recapture.adaptation.prior import (
@@ -239,7 +240,7 @@ class UNetStage(PriorStage):
         from recapture.training.pretrain.quality import sample_quality, write_strip
 
         data = self.trainer.datamodule
-        factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        factor = vae_factor(self.vae)
         components = self.components(data.num_frames, data.height // factor)
         training = [(m, m.training) for m in (self.unet, self.vae, self.image_encoder)]
         try:
