@@ -119,7 +119,7 @@ def cases(clips: dict[str, Path], out: Path) -> list[tuple[str, str]]:
         f"cli_main({evaluate('psnr,ssim', '--max_frames', '14', folder='d')!r})"
     )
     return [
-        ("import torch, recapture.io, recapture.metrics.command", "import recapture.metrics.command"),
+        ("import torch, recapture.io, recapture.commands.evaluate", "import recapture.commands.evaluate"),
         (
             f"{shown} --max_frames 14  # default metrics psnr,ssim",
             f"from recapture.cli import cli_main; cli_main({evaluate('psnr,ssim', '--max_frames', '14', folder='a')!r})",

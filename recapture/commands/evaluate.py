@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from recapture.metrics import MetricModels, MetricSet, MetricWeights, parse_metric_names
+from recapture.metrics.registry import describe
 from recapture.utils import RecaptureError, atomic_path, check_output_folder, write_json
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".webm", ".mkv", ".m4v", ".gif")
@@ -136,6 +140,21 @@ def _read_mask(path: Path, fps: float | None, num_frames: int | None = None) -> 
     return (frames.mean(dim=1, keepdim=True) > 0.5).float()
 
 
+@dataclass(frozen=True)
+class _Reading:
+    """How the videos are read: the frame rate to assume, the frames scored, the size compared at."""
+
+    size: tuple[int, int] | str | None  # (H, W), "target" or None
+    max_frames: int | None
+    fps: float | None
+
+
+def _reading(size: str | None, max_frames: int | None, fps: float | None) -> _Reading:
+    if max_frames is not None and max_frames < 1:
+        raise RecaptureError(f"--max_frames must be >= 1, got {max_frames}")
+    return _Reading(_parse_size(size), max_frames, fps)
+
+
 def _parse_size(size: str | None) -> tuple[int, int] | str | None:
     if size is None or size == "target":
         return size
@@ -160,26 +179,30 @@ def _hw(x: Tensor) -> str:
     return f"{x.shape[-1]}x{x.shape[-2]}"
 
 
-def _load_item(
-    name: str, item: _Item, size: Any, max_frames: int | None, fps: float | None
-) -> dict[str, Any]:
-    # frame counts come from the headers, so only the frames that are scored are ever decoded
-    # (and a length mismatch is reported without decoding anything)
-    def used(path: Path) -> int:
-        count = _count(path, fps)
-        return count if max_frames is None else min(count, max_frames)
+def _used(path: Path, reading: _Reading) -> int:
+    """Frames of ``path`` that are scored, from the headers (nothing decoded)."""
+    count = _count(path, reading.fps)
+    return count if reading.max_frames is None else min(count, reading.max_frames)
 
-    n_pred = used(item.pred)
+
+def _read_pair(name: str, item: _Item, reading: _Reading) -> tuple[Tensor, Tensor | None, float]:
+    """``(pred, target or None, fps)``, decoding only the frames that are scored (and nothing on a
+    length mismatch)."""
+    n_pred = _used(item.pred, reading)
     if item.target is not None:
-        n_target = used(item.target)
+        n_target = _used(item.target, reading)
         if n_target != n_pred:
             raise RecaptureError(
                 f"{name}: the prediction has {n_pred} frames and the target {n_target}; "
                 f"pass --max_frames {min(n_pred, n_target)} to score the first frames of each"
             )
-    pred, rate = _read(item.pred, fps, n_pred)
-    target = None if item.target is None else _read(item.target, fps, n_pred)[0]
-    mask = None if item.mask is None else _read_mask(item.mask, fps, used(item.mask))
+    pred, rate = _read(item.pred, reading.fps, n_pred)
+    target = None if item.target is None else _read(item.target, reading.fps, n_pred)[0]
+    return pred, target, rate
+
+
+def _same_size(name: str, pred: Tensor, target: Tensor | None, size: Any) -> tuple[Tensor, Tensor | None]:
+    """Prediction and target resized as ``--size`` asks; an error if their sizes still differ."""
     if isinstance(size, tuple):
         pred = _resize(pred, size)
         target = None if target is None else _resize(target, size)
@@ -190,20 +213,36 @@ def _load_item(
             f"{name}: the prediction is {_hw(pred)} (WxH) and the target {_hw(target)}; pass --size target to "
             "resize the prediction to the target's size, or --size WxH to resize both"
         )
-    if mask is not None:
-        if mask.shape[-2:] != pred.shape[-2:]:
-            if size is None:
-                raise RecaptureError(
-                    f"{name}: the mask is {_hw(mask)} but the videos are {_hw(pred)}; pass --size to resize it "
-                    "(nearest neighbour) or supply a mask of the same size"
-                )
-            mask = _resize(mask, tuple(pred.shape[-2:]), nearest=True)
-        if mask.shape[0] == 1 and pred.shape[0] > 1:
-            mask = mask.expand(pred.shape[0], -1, -1, -1)
-        if mask.shape[0] != pred.shape[0]:
+    return pred, target
+
+
+def _fit_mask(name: str, mask: Tensor, pred: Tensor, size: Any) -> Tensor:
+    """The mask at the prediction's size (nearest neighbour, only with ``--size``) and length."""
+    if mask.shape[-2:] != pred.shape[-2:]:
+        if size is None:
             raise RecaptureError(
-                f"{name}: the mask has {mask.shape[0]} frames and the prediction {pred.shape[0]}"
+                f"{name}: the mask is {_hw(mask)} but the videos are {_hw(pred)}; pass --size to resize it "
+                "(nearest neighbour) or supply a mask of the same size"
             )
+        mask = _resize(mask, tuple(pred.shape[-2:]), nearest=True)
+    if mask.shape[0] == 1 and pred.shape[0] > 1:
+        mask = mask.expand(pred.shape[0], -1, -1, -1)
+    if mask.shape[0] != pred.shape[0]:
+        raise RecaptureError(
+            f"{name}: the mask has {mask.shape[0]} frames and the prediction {pred.shape[0]}"
+        )
+    return mask
+
+
+def _load_item(name: str, item: _Item, reading: _Reading) -> dict[str, Any]:
+    """One video's prediction, target and mask, decoded and brought to one size."""
+    pred, target, rate = _read_pair(name, item, reading)
+    pred, target = _same_size(name, pred, target, reading.size)
+    mask = None
+    if item.mask is not None:
+        mask = _fit_mask(
+            name, _read_mask(item.mask, reading.fps, _used(item.mask, reading)), pred, reading.size
+        )
     return {"pred": pred, "target": target, "mask": mask, "fps": rate}
 
 
@@ -240,17 +279,7 @@ def evaluate(
     camera: Path | None = None,
     trajectory: Path | None = None,
     object_class: str | None = None,
-    lpips_alexnet: Path | None = None,
-    lpips_lin: Path | None = None,
-    dino: str | None = None,
-    clip: str | None = None,
-    aesthetic_clip: str | None = None,
-    aesthetic_head: Path | None = None,
-    musiq: Path | None = None,
-    grit: Path | None = None,
-    interpolator: str | None = None,
-    flow: str | None = None,
-    device: str = "cpu",
+    weights: MetricWeights = MetricWeights(),
     progress: bool = True,
 ) -> dict[str, Any]:
     """Score prediction video(s) against target video(s); write DIR/metrics.json and DIR/metrics.md.
@@ -265,10 +294,7 @@ def evaluate(
         mask: mask video, single image or frame folder (or a folder of them); white (> 0.5) marks
             the pixels the masked metrics use (e.g. the occluded region). Adds psnr_masked,
             ssim_masked, lpips_masked for the image metrics requested.
-        metrics: comma-separated names: psnr, ssim, lpips, psnr_masked, ssim_masked, lpips_masked,
-            subject_consistency, background_consistency, temporal_flickering, motion_smoothness,
-            dynamic_degree, aesthetic_quality, imaging_quality, object_class, rot_err, trans_err,
-            cammc; aliases vbench (the first seven VBench dimensions) and camera.
+        metrics: comma-separated names: @METRIC_NAMES@.
         size: None (sizes must match), 'target' (resize the prediction to the target's size) or
             WIDTHxHEIGHT such as 384x256 (resize prediction, target and mask).
         max_frames: score only the first N frames of each video (only those are decoded).
@@ -278,49 +304,21 @@ def evaluate(
             of camera-to-world matrices), or a folder of them matched by name.
         trajectory: the requested camera trajectory (same formats); one file is shared by all videos.
         object_class: COCO class the videos should show (object_class).
-        lpips_alexnet: torchvision's AlexNet state dict (https://download.pytorch.org/models/alexnet-owt-7be5be79.pth).
-        lpips_lin: LPIPS v0.1 linear heads (lpips/weights/v0.1/alex.pth from the lpips package).
-        dino: DINO ViT-B/16 hub id or local transformers folder (default facebook/dino-vitb16).
-        clip: CLIP ViT-B/32 hub id or local folder (default openai/clip-vit-base-patch32).
-        aesthetic_clip: CLIP ViT-L/14 hub id or local folder (default openai/clip-vit-large-patch14).
-        aesthetic_head: LAION aesthetic head sa_0_4_vit_l_14_linear.pth.
-        musiq: MUSIQ-SPAQ weights musiq_spaq_ckpt-358bb6af.pth (needs the vbench extra).
-        grit: GRiT weights grit_b_densecap_objectdet.pth (needs the vbench extra).
-        interpolator: 'module:factory' returning a frame interpolator (frame0, frame1) -> midpoint (AMT-S).
-        flow: 'module:factory' returning an optical-flow callable (img1, img2) -> flow (RAFT).
-        device: device for the metric models.
+        weights: where the metric models come from (--weights.FIELD VALUE, or --weights FILE.yaml
+            with the same keys); a model is loaded only when a requested metric needs it.
         progress: show a progress bar over videos and print the headline numbers and table path.
 
     Returns:
         the report written to metrics.json.
     """
-    from tqdm.auto import tqdm
-
-    from recapture.metrics.collection import MetricModels, MetricSet, parse_metric_names, weights_from
-
     names = parse_metric_names(metrics, with_mask=mask is not None)
-    resize_to = _parse_size(size)
-    if max_frames is not None and max_frames < 1:
-        raise RecaptureError(f"--max_frames must be >= 1, got {max_frames}")
+    reading = _reading(size, max_frames, fps)
     items = _pair_up(Path(pred), _opt(target), _opt(mask), _opt(camera), _opt(trajectory))
     output = check_output_folder(output, "--output")  # before any video is decoded
-    weights = weights_from(
-        lpips_alexnet=lpips_alexnet, lpips_lin=lpips_lin, dino=dino, clip=clip, aesthetic_clip=aesthetic_clip,
-        aesthetic_head=aesthetic_head, musiq=musiq, grit=grit, interpolator=interpolator, flow=flow, device=device,
-    )  # fmt: skip
-    models = MetricModels(weights)
-    total = MetricSet(names, models, fps=fps, object_class=object_class)
-    videos: dict[str, dict[str, float | None]] = {}
-    for name, item in tqdm(
-        items.items(), desc="evaluate", unit="video", disable=not progress or len(items) < 2
-    ):
-        data = _load_item(name, item, resize_to, max_frames, fps)
-        poses = _poses(item) if total.camera is not None else (None, None)
-        one = MetricSet(names, models, fps=fps, object_class=object_class)
-        one.update(data["pred"], data["target"], data["mask"], data["fps"], *poses)
-        videos[name] = {k: _finite(v) for k, v in one.compute().items()}
-        total.merge(one)
-    mean = {k: _finite(v) for k, v in total.compute().items()}
+    new_set = partial(
+        MetricSet, names, MetricModels(_as_weights(weights)), fps=fps, object_class=object_class
+    )
+    videos, mean = _score(items, new_set, reading, progress)
     report = {
         "metrics": names,
         "mean": mean,
@@ -329,14 +327,57 @@ def evaluate(
         "settings": {"pred": str(pred), "target": _str(target), "mask": _str(mask), "size": size,
                      "max_frames": max_frames, "fps": fps, "camera": _str(camera), "trajectory": _str(trajectory)},
     }  # fmt: skip
-    write_json(output / "metrics.json", report)
-    with atomic_path(output / "metrics.md") as tmp:
-        tmp.write_text(_markdown(names, videos, mean))
+    _write(output, report)
     if progress:  # a command-line run: say where the table is and what it says
         headline = ", ".join(f"{k} {_format(k, v)}" for k, v in mean.items())
         print(f"recapture evaluate: {len(videos)} video(s): {headline}\n  table: {output / 'metrics.md'}"
-              f"\n  json:  {output / 'metrics.json'}")
+              f"\n  json:  {output / 'metrics.json'}")  # fmt: skip
     return report
+
+
+if evaluate.__doc__:  # the --metrics help lists what the registry holds
+    evaluate.__doc__ = evaluate.__doc__.replace("@METRIC_NAMES@", describe())
+
+
+def _as_weights(weights: MetricWeights | dict[str, Any]) -> MetricWeights:
+    """The command line hands the ``--weights.*`` options over as a dict (see ``cli.run_tool``), with
+    ``__path__`` when they came from ``--weights FILE``."""
+    if isinstance(weights, MetricWeights):
+        return weights
+    given = {k: v for k, v in weights.items() if not k.startswith("__")}
+    unknown = set(given) - {f.name for f in fields(MetricWeights)}
+    if unknown:
+        raise RecaptureError(f"unknown --weights option(s) {sorted(unknown)}; see recapture evaluate --help")
+    return MetricWeights(**given)
+
+
+Scores = dict[str, float | None]
+
+
+def _score(
+    items: dict[str, _Item], new_set: Callable[[], MetricSet], reading: _Reading, progress: bool
+) -> tuple[dict[str, Scores], Scores]:
+    """``(scores per video, scores over all videos)``, reading one video at a time."""
+    from tqdm.auto import tqdm
+
+    total = new_set()
+    videos: dict[str, Scores] = {}
+    for name, item in tqdm(
+        items.items(), desc="evaluate", unit="video", disable=not progress or len(items) < 2
+    ):
+        data = _load_item(name, item, reading)
+        poses = _poses(item) if "pred_c2w" in total.inputs else (None, None)
+        one = new_set()
+        one.update(data["pred"], data["target"], data["mask"], data["fps"], *poses)
+        videos[name] = {k: _finite(v) for k, v in one.compute().items()}
+        total.merge(one)
+    return videos, {k: _finite(v) for k, v in total.compute().items()}
+
+
+def _write(output: Path, report: dict[str, Any]) -> None:
+    write_json(output / "metrics.json", report)
+    with atomic_path(output / "metrics.md") as tmp:
+        tmp.write_text(_markdown(report["metrics"], report["videos"], report["mean"]))
 
 
 def _opt(path: Path | str | None) -> Path | None:

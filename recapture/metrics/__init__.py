@@ -3,7 +3,8 @@
 Functional API (per frame / per video) plus ``torchmetrics.Metric`` classes that accept
 ``(B, T, C, H, W)`` or ``(T, C, H, W)`` videos in [0, 1] and optional ``(..., 1, H, W)`` masks.
 :func:`compute_metrics` computes a named set in one call; ``recapture evaluate``
-(:func:`recapture.metrics.command.evaluate`) runs it over files or folders.
+(:func:`recapture.commands.evaluate.evaluate`) runs it over files or folders. Each metric and each
+model it needs is registered where it is defined (:mod:`recapture.metrics.registry`).
 """
 
 from recapture.metrics.camera import (
@@ -33,6 +34,7 @@ from recapture.metrics.image import (
     video_ssim,
 )
 from recapture.metrics.lpips import LPIPS, VideoLPIPS, load_lpips, lpips_frames, video_lpips
+from recapture.metrics.registry import register_metric, register_model
 from recapture.metrics.vbench_metrics import (
     AestheticQuality,
     BackgroundConsistency,
@@ -72,6 +74,8 @@ __all__ = [
     "psnr",
     "read_colmap_images",
     "read_poses",
+    "register_metric",
+    "register_model",
     "relative_to_first",
     "ssim",
     "ssim_map",

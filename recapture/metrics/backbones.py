@@ -25,12 +25,14 @@ from __future__ import annotations
 import importlib
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from recapture.metrics import vbench
 from recapture.metrics.common import (
     CLIP_MEAN,
     CLIP_STD,
@@ -40,6 +42,7 @@ from recapture.metrics.common import (
     normalize,
     resize_shorter_side,
 )
+from recapture.metrics.registry import register_model
 from recapture.utils import RecaptureError
 
 DINO_HUB_ID = "facebook/dino-vitb16"
@@ -165,10 +168,10 @@ def load_dino(
     """
     if source is None:
         raise RecaptureError(
-            f"subject consistency needs DINO ViT-B/16: pass --dino (hub id {DINO_HUB_ID!r} or a local folder)"
+            f"subject consistency needs DINO ViT-B/16: pass --weights.dino (hub id {DINO_HUB_ID!r} or a local folder)"
         )
     model = _from_pretrained(
-        "ViTModel", source, "DINO ViT-B/16", DINO_HUB_ID, "--dino", add_pooling_layer=False
+        "ViTModel", source, "DINO ViT-B/16", DINO_HUB_ID, "--weights.dino", add_pooling_layer=False
     )
     return DinoFeatures(model).to(device)
 
@@ -187,9 +190,11 @@ def load_clip(
     """
     if source is None:
         raise RecaptureError(
-            f"background consistency needs CLIP ViT-B/32: pass --clip (hub id {CLIP_B32_HUB_ID!r} or a local folder)"
+            f"background consistency needs CLIP ViT-B/32: pass --weights.clip (hub id {CLIP_B32_HUB_ID!r} or a local folder)"
         )
-    model = _from_pretrained("CLIPVisionModelWithProjection", source, "CLIP", CLIP_B32_HUB_ID, "--clip")
+    model = _from_pretrained(
+        "CLIPVisionModelWithProjection", source, "CLIP", CLIP_B32_HUB_ID, "--weights.clip"
+    )
     return ClipImageFeatures(model).to(device)
 
 
@@ -205,7 +210,7 @@ def load_aesthetic_head(path: str | os.PathLike | None) -> nn.Linear:
     if path is None or not Path(path).is_file():
         raise RecaptureError(
             f"aesthetic quality needs LAION's linear head: file {str(path)!r} does not exist; download "
-            f"{AESTHETIC_HEAD_URL} and pass it with --aesthetic_head"
+            f"{AESTHETIC_HEAD_URL} and pass it with --weights.aesthetic_head"
         )
     state = torch.load(Path(path), map_location="cpu", weights_only=True)
     head = nn.Linear(state["weight"].shape[1], 1)
@@ -231,10 +236,11 @@ def load_aesthetic(
     head = load_aesthetic_head(head_path)
     if clip_source is None:
         raise RecaptureError(
-            f"aesthetic quality needs CLIP ViT-L/14: pass --aesthetic_clip (hub id {CLIP_L14_HUB_ID!r} or a local folder)"
+            f"aesthetic quality needs CLIP ViT-L/14: pass --weights.aesthetic_clip (hub id {CLIP_L14_HUB_ID!r} or a local folder)"
         )
     clip = _from_pretrained(
-        "CLIPVisionModelWithProjection", clip_source, "CLIP ViT-L/14", CLIP_L14_HUB_ID, "--aesthetic_clip"
+        "CLIPVisionModelWithProjection", clip_source, "CLIP ViT-L/14", CLIP_L14_HUB_ID,
+        "--weights.aesthetic_clip",
     )
     return AestheticScorer(ClipImageFeatures(clip), head).to(device)
 
@@ -262,7 +268,7 @@ def load_musiq(
     """
     if path is not None and not Path(path).is_file():
         raise RecaptureError(
-            f"MUSIQ weights {str(path)!r} do not exist; download {MUSIQ_SPAQ_URL} and pass --musiq"
+            f"MUSIQ weights {str(path)!r} do not exist; download {MUSIQ_SPAQ_URL} and pass --weights.musiq"
         )
     if path is None:
         pyiqa = _import_optional("pyiqa", "imaging quality (MUSIQ)")
@@ -289,7 +295,7 @@ def load_grit(
     """
     if path is None or not Path(path).is_file():
         raise RecaptureError(
-            f"object class needs GRiT weights: file {str(path)!r} does not exist; download {GRIT_URL} and pass --grit"
+            f"object class needs GRiT weights: file {str(path)!r} does not exist; download {GRIT_URL} and pass --weights.grit"
         )
     grit = _import_optional("vbench.third_party.grit_model", "object class (GRiT)")
     model = grit.DenseCaptioning(str(device))
@@ -325,3 +331,80 @@ def load_callable(spec: str | None, what: str) -> Callable[..., Any]:
     except (ImportError, AttributeError) as err:
         raise RecaptureError(f"{what}: cannot import {spec!r} ({err})") from err
     return factory()
+
+
+@dataclass
+class MetricWeights:
+    """Where the metric models come from (local files, local ``transformers`` folders or hub ids).
+
+    Each field belongs to one model registered below (or in :mod:`recapture.metrics.lpips`) with
+    :func:`~recapture.metrics.registry.register_model`; a model is loaded only when a requested
+    metric needs it.
+
+    Args:
+        lpips_alexnet: torchvision's AlexNet state dict (https://download.pytorch.org/models/alexnet-owt-7be5be79.pth).
+        lpips_lin: LPIPS v0.1 linear heads (lpips/weights/v0.1/alex.pth from the lpips package).
+        dino: DINO ViT-B/16 hub id or local transformers folder (subject_consistency).
+        clip: CLIP ViT-B/32 hub id or local folder (background_consistency).
+        aesthetic_clip: CLIP ViT-L/14 hub id or local folder (aesthetic_quality).
+        aesthetic_head: LAION aesthetic head sa_0_4_vit_l_14_linear.pth (aesthetic_quality).
+        musiq: MUSIQ-SPAQ weights musiq_spaq_ckpt-358bb6af.pth (imaging_quality; None: pyiqa
+            downloads them; needs the vbench extra).
+        grit: GRiT weights grit_b_densecap_objectdet.pth (object_class; needs the vbench extra).
+        interpolator: 'module:factory' returning a frame interpolator (frame0, frame1) -> midpoint
+            (motion_smoothness; VBench uses AMT-S).
+        flow: 'module:factory' returning an optical-flow callable (img1, img2) -> flow (dynamic_degree;
+            e.g. recapture.metrics.flow:raft_large).
+        device: where the metric models run.
+    """
+
+    lpips_alexnet: Path | None = None
+    lpips_lin: Path | None = None
+    dino: str | None = DINO_HUB_ID
+    clip: str | None = CLIP_B32_HUB_ID
+    aesthetic_clip: str | None = CLIP_L14_HUB_ID
+    aesthetic_head: Path | None = None
+    musiq: Path | None = None
+    grit: Path | None = None
+    interpolator: str | None = None
+    flow: str | None = None
+    device: str = "cpu"
+
+
+@register_model("dino", "dino")
+def _dino(weights: MetricWeights) -> DinoFeatures:
+    return load_dino(weights.dino, weights.device)
+
+
+@register_model("clip", "clip")
+def _clip(weights: MetricWeights) -> ClipImageFeatures:
+    return load_clip(weights.clip, weights.device)
+
+
+@register_model("aesthetic", "aesthetic_clip", "aesthetic_head")
+def _aesthetic(weights: MetricWeights) -> AestheticScorer:
+    return load_aesthetic(weights.aesthetic_clip, weights.aesthetic_head, weights.device)
+
+
+@register_model("musiq", "musiq")
+def _musiq(weights: MetricWeights) -> Callable[[Tensor], Tensor]:
+    return load_musiq(weights.musiq, weights.device)
+
+
+@register_model("grit", "grit")
+def _grit(weights: MetricWeights) -> Callable[[Any], set[str]]:
+    return load_grit(weights.grit, weights.device)
+
+
+@register_model("interpolator", "interpolator")
+def _interpolator(weights: MetricWeights) -> Callable[..., Any]:
+    if weights.interpolator is None:
+        raise RecaptureError(vbench.NO_INTERPOLATOR)
+    return load_callable(weights.interpolator, "--weights.interpolator")
+
+
+@register_model("flow", "flow")
+def _flow(weights: MetricWeights) -> Callable[..., Any]:
+    if weights.flow is None:
+        raise RecaptureError(vbench.NO_FLOW)
+    return load_callable(weights.flow, "--weights.flow")

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from recapture.metrics.common import MergeableMetric
+from recapture.metrics.registry import register_metric
 from recapture.utils import RecaptureError
 
 CAMERA_KEYS = ("rot_err", "trans_err", "cammc")
@@ -220,6 +221,7 @@ def _read_with_cameras(path: Path) -> Tensor | None:
     return load_trajectory(path).c2w.double()
 
 
+@register_metric(*CAMERA_KEYS, inputs=("pred_c2w", "target_c2w"), aliases=("camera",))
 class CameraAccuracy(MergeableMetric):
     """Mean over videos of RotErr, TransErr and CamMC (see :func:`camera_errors`).
 

@@ -1,6 +1,7 @@
-"""Metric names, weight locations and :func:`compute_metrics`, the one call used by ``evaluate`` and callbacks.
+"""Metric names, :class:`MetricModels` and :func:`compute_metrics`, the one call used by ``evaluate`` and callbacks.
 
-Names (``METRIC_NAMES``):
+The metrics and their models are registered where they are defined (see
+:mod:`recapture.metrics.registry`); this module derives the names from that table:
 
 * image, need a target: ``psnr``, ``ssim``, ``lpips``; over the mask only (needs a mask):
   ``psnr_masked``, ``ssim_masked``, ``lpips_masked``. When a mask is given, the masked variants of
@@ -13,71 +14,29 @@ Names (``METRIC_NAMES``):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from recapture.metrics import backbones, vbench, vbench_metrics
-from recapture.metrics.camera import CAMERA_KEYS, CameraAccuracy
+# the modules that register metrics and models (a new metric module joins this line)
+from recapture.metrics import backbones, camera, image, lpips, vbench_metrics  # noqa: F401
+from recapture.metrics.backbones import MetricWeights
 from recapture.metrics.common import as_video_batch
-from recapture.metrics.image import VideoPSNR, VideoSSIM
-from recapture.metrics.lpips import VideoLPIPS, load_lpips
+from recapture.metrics.registry import MODELS, MetricSpec, aliases, metric_names, model_spec, spec_of
 from recapture.utils import RecaptureError
 
-IMAGE_METRICS = ("psnr", "ssim", "lpips")
-MASKED_METRICS = tuple(f"{m}_masked" for m in IMAGE_METRICS)
-VBENCH_NAMES = tuple(vbench_metrics.VBENCH_METRICS)
-CAMERA_NAMES = CAMERA_KEYS
-METRIC_NAMES = IMAGE_METRICS + MASKED_METRICS + VBENCH_NAMES + CAMERA_NAMES
-ALIASES = {"vbench": VBENCH_NAMES[:-1], "camera": CAMERA_NAMES}
+METRIC_NAMES = metric_names()
+ALIASES = aliases()
 
-# Which loaded model each metric needs (see MetricModels).
-_MODEL_OF = {
-    "lpips": "lpips",
-    "lpips_masked": "lpips",
-    "subject_consistency": "dino",
-    "background_consistency": "clip",
-    "motion_smoothness": "interpolator",
-    "dynamic_degree": "flow",
-    "aesthetic_quality": "aesthetic",
-    "imaging_quality": "musiq",
-    "object_class": "grit",
+# what a missing input of MetricSet.update means, in the words of the command line
+_MISSING = {
+    "target": "{names} compare with a target video: pass one (--target)",
+    "mask": "masked metrics need a mask (--mask); white pixels (> 0.5) are the ones scored",
+    "pred_c2w": "{names} need estimated and requested poses (--camera and --trajectory)",
+    "target_c2w": "{names} need estimated and requested poses (--camera and --trajectory)",
 }
-
-
-@dataclass
-class MetricWeights:
-    """Where the metric models come from (local files, local ``transformers`` folders or hub ids).
-
-    Args:
-        lpips_alexnet: torchvision's AlexNet state dict (``alexnet-owt-7be5be79.pth``).
-        lpips_lin: the lpips package's ``weights/v0.1/alex.pth``.
-        dino: DINO ViT-B/16 (``facebook/dino-vitb16`` or a local folder).
-        clip: CLIP ViT-B/32 (``openai/clip-vit-base-patch32`` or a local folder).
-        aesthetic_clip: CLIP ViT-L/14 (``openai/clip-vit-large-patch14`` or a local folder).
-        aesthetic_head: LAION's ``sa_0_4_vit_l_14_linear.pth``.
-        musiq: ``musiq_spaq_ckpt-358bb6af.pth`` (None: pyiqa downloads it).
-        grit: ``grit_b_densecap_objectdet.pth`` (object class; needs the vbench package).
-        interpolator: ``"module:factory"`` returning a frame interpolator (AMT-S wrapper).
-        flow: ``"module:factory"`` returning an optical-flow callable (RAFT wrapper).
-        device: where the models run.
-    """
-
-    lpips_alexnet: Path | None = None
-    lpips_lin: Path | None = None
-    dino: str | None = backbones.DINO_HUB_ID
-    clip: str | None = backbones.CLIP_B32_HUB_ID
-    aesthetic_clip: str | None = backbones.CLIP_L14_HUB_ID
-    aesthetic_head: Path | None = None
-    musiq: Path | None = None
-    grit: Path | None = None
-    interpolator: str | None = None
-    flow: str | None = None
-    device: str = "cpu"
 
 
 class MetricModels:
@@ -85,42 +44,27 @@ class MetricModels:
 
     Args:
         weights: where the models come from.
-        **prebuilt: ready models by key (``lpips``, ``dino``, ``clip``, ``aesthetic``, ``musiq``,
-            ``grit``, ``interpolator``, ``flow``), e.g. tiny random backbones in tests.
+        **prebuilt: ready models by key (see ``registry.MODELS``: ``lpips``, ``dino``, ``clip``,
+            ``aesthetic``, ``musiq``, ``grit``, ``interpolator``, ``flow``), e.g. tiny random
+            backbones in tests.
     """
 
-    KEYS = ("lpips", "dino", "clip", "aesthetic", "musiq", "grit", "interpolator", "flow")
-
     def __init__(self, weights: MetricWeights | None = None, **prebuilt: Any) -> None:
-        unknown = set(prebuilt) - set(self.KEYS)
+        unknown = set(prebuilt) - set(MODELS)
         if unknown:
-            raise RecaptureError(f"unknown metric model(s) {sorted(unknown)}; known: {list(self.KEYS)}")
+            raise RecaptureError(f"unknown metric model(s) {sorted(unknown)}; known: {list(MODELS)}")
         self.weights = weights or MetricWeights()
         self._cache: dict[str, Any] = dict(prebuilt)
 
     def get(self, key: str) -> Any:
         """The model for ``key``, loaded on first call."""
         if key not in self._cache:
-            self._cache[key] = self._load(key)
+            self._cache[key] = model_spec(key).load(self.weights)
         return self._cache[key]
 
-    def _load(self, key: str) -> Any:
-        w, dev = self.weights, self.weights.device
-        loaders: dict[str, Callable[[], Any]] = {
-            "lpips": lambda: load_lpips(w.lpips_alexnet, w.lpips_lin, dev),
-            "dino": lambda: backbones.load_dino(w.dino, dev),
-            "clip": lambda: backbones.load_clip(w.clip, dev),
-            "aesthetic": lambda: backbones.load_aesthetic(w.aesthetic_clip, w.aesthetic_head, dev),
-            "musiq": lambda: backbones.load_musiq(w.musiq, dev),
-            "grit": lambda: backbones.load_grit(w.grit, dev),
-            "interpolator": lambda: backbones.load_callable(w.interpolator, "--interpolator"),
-            "flow": lambda: backbones.load_callable(w.flow, "--flow"),
-        }
-        if key == "interpolator" and w.interpolator is None:
-            raise RecaptureError(vbench.NO_INTERPOLATOR)
-        if key == "flow" and w.flow is None:
-            raise RecaptureError(vbench.NO_FLOW)
-        return loaders[key]()
+    def unset(self, key: str) -> list[str]:
+        """The ``MetricWeights`` fields of model ``key`` that are ``None`` (e.g. to skip a metric)."""
+        return [f for f in model_spec(key).fields if getattr(self.weights, f) is None]
 
 
 def parse_metric_names(metrics: str | Sequence[str], with_mask: bool = False) -> list[str]:
@@ -128,46 +72,34 @@ def parse_metric_names(metrics: str | Sequence[str], with_mask: bool = False) ->
 
     Args:
         metrics: e.g. ``"psnr,ssim,lpips"`` or ``["psnr", "vbench"]``.
-        with_mask: add ``<name>_masked`` for each requested image metric.
+        with_mask: add ``<name>_masked`` for each requested metric that has a masked variant.
 
     Returns:
         unique names in request order.
     """
     items = metrics.split(",") if isinstance(metrics, str) else list(metrics)
+    valid, groups = metric_names(), aliases()
     names: list[str] = []
     for raw in items:
         name = str(raw).strip().lower()
         if not name:
             continue
-        expanded = ALIASES.get(name, (name,))
-        for n in expanded:
-            if n not in METRIC_NAMES:
+        for n in groups.get(name, (name,)):
+            if n not in valid:
                 raise RecaptureError(
-                    f"unknown metric {raw!r}; valid names: {', '.join(METRIC_NAMES)} (aliases: {', '.join(ALIASES)})"
+                    f"unknown metric {raw!r}; valid names: {', '.join(valid)} (aliases: {', '.join(groups)})"
                 )
             names.append(n)
-            if with_mask and n in IMAGE_METRICS:
-                names.append(f"{n}_masked")
+            masked = spec_of(n).masked
+            if with_mask and masked is not None:
+                names.append(masked)
     if not names:
-        raise RecaptureError(f"no metric requested; choose from {', '.join(METRIC_NAMES)}")
+        raise RecaptureError(f"no metric requested; choose from {', '.join(valid)}")
     return list(dict.fromkeys(names))
 
 
-def _build(name: str, models: MetricModels, fps: float | None, object_class: str | None) -> Any:
-    base = name.removesuffix("_masked")
-    if base == "psnr":
-        return VideoPSNR()
-    if base == "ssim":
-        return VideoSSIM()
-    if base == "lpips":
-        return VideoLPIPS(models.get("lpips"))
-    if name == "dynamic_degree":
-        return vbench_metrics.DynamicDegree(models.get("flow"), fps=fps)
-    if name == "object_class":
-        return vbench_metrics.ObjectClass(models.get("grit"), class_name=object_class)
-    if name == "temporal_flickering":
-        return vbench_metrics.TemporalFlickering()
-    return vbench_metrics.VBENCH_METRICS[name](models.get(_MODEL_OF[name]))
+def _as_poses(c2w: Tensor | None) -> Tensor | None:
+    return None if c2w is None else torch.as_tensor(c2w).double()
 
 
 class MetricSet:
@@ -191,8 +123,18 @@ class MetricSet:
     ) -> None:
         self.names = parse_metric_names(metrics, with_mask=with_mask)
         models = models or MetricModels()
-        self.metrics = {n: _build(n, models, fps, object_class) for n in self.names if n not in CAMERA_NAMES}
-        self.camera = CameraAccuracy() if any(n in CAMERA_NAMES for n in self.names) else None
+        options = {"fps": fps, "object_class": object_class}
+        # one metric object per spec (the camera metric gives rot_err, trans_err and cammc), keyed by its first name
+        self._specs: dict[str, MetricSpec] = {}
+        for name in self.names:
+            spec = spec_of(name)
+            self._specs.setdefault(spec.outputs[0], spec)
+        self.metrics = {key: spec.build(models.get, options) for key, spec in self._specs.items()}
+
+    @property
+    def inputs(self) -> set[str]:
+        """What :meth:`update` needs for these metrics (names from ``registry.INPUTS``)."""
+        return {i for spec in self._specs.values() for i in spec.inputs}
 
     def update(
         self,
@@ -204,53 +146,33 @@ class MetricSet:
         target_c2w: Tensor | None = None,
     ) -> None:
         """Add videos; arguments as in :func:`compute_metrics`."""
-        p = as_video_batch(pred, "pred")
-        needs_target = [n for n in self.names if n.removesuffix("_masked") in IMAGE_METRICS]
-        if needs_target and target is None:
-            raise RecaptureError(
-                f"{', '.join(needs_target)} compare with a target video: pass one (--target)"
-            )
-        if any(n in MASKED_METRICS for n in self.names) and mask is None:
-            raise RecaptureError(
-                "masked metrics need a mask (--mask); white pixels (> 0.5) are the ones scored"
-            )
-        for name, metric in self.metrics.items():
-            if name in IMAGE_METRICS:
-                metric.update(p, target)
-            elif name in MASKED_METRICS:
-                metric.update(p, target, mask)
-            elif name == "dynamic_degree":
-                metric.update(p, fps=fps)
-            else:
-                metric.update(p)
-        if self.camera is not None:
-            if pred_c2w is None or target_c2w is None:
-                cam = [n for n in self.names if n in CAMERA_NAMES]
-                raise RecaptureError(
-                    f"{', '.join(cam)} need estimated and requested poses (--camera and --trajectory)"
-                )
-            self.camera.update(torch.as_tensor(pred_c2w).double(), torch.as_tensor(target_c2w).double())
+        given = {"pred": as_video_batch(pred, "pred"), "target": target, "mask": mask, "fps": fps,
+                 "pred_c2w": _as_poses(pred_c2w), "target_c2w": _as_poses(target_c2w)}  # fmt: skip
+        for what, message in _MISSING.items():
+            needing = [n for n in self.names if what in spec_of(n).inputs]
+            if needing and given[what] is None:
+                raise RecaptureError(message.format(names=", ".join(needing)))
+        for key, metric in self.metrics.items():
+            metric.update(*(given[i] for i in self._specs[key].inputs))
 
     def compute(self) -> dict[str, float]:
         """``{name: value}`` in request order (NaN where no video had a value)."""
-        values = {n: float(m.compute()) for n, m in self.metrics.items()}
-        if self.camera is not None:
-            values.update({k: float(v) for k, v in self.camera.compute().items()})
+        values: dict[str, float] = {}
+        for key, metric in self.metrics.items():
+            out = metric.compute()
+            several = len(self._specs[key].outputs) > 1  # compute() gives {name: value}
+            values.update({k: float(v) for k, v in (out.items() if several else [(key, out)])})
         return {n: values[n] for n in self.names}
 
     def merge(self, other: MetricSet) -> None:
         """Add another set's accumulated states (same names) to this one."""
-        for name, metric in self.metrics.items():
-            metric.merge_state(other.metrics[name])
-        if self.camera is not None:
-            self.camera.merge_state(other.camera)
+        for key, metric in self.metrics.items():
+            metric.merge_state(other.metrics[key])
 
     def reset(self) -> None:
         """Forget all videos."""
         for metric in self.metrics.values():
             metric.reset()
-        if self.camera is not None:
-            self.camera.reset()
 
 
 def compute_metrics(
@@ -288,9 +210,3 @@ def compute_metrics(
     group = MetricSet(metrics, models or MetricModels(weights), mask is not None, fps, object_class)
     group.update(pred, target, mask, fps, pred_c2w, target_c2w)
     return group.compute()
-
-
-def weights_from(**kwargs: Any) -> MetricWeights:
-    """``MetricWeights`` from keyword arguments, ignoring ``None`` so that defaults stay."""
-    known = {f.name for f in fields(MetricWeights)}
-    return MetricWeights(**{k: v for k, v in kwargs.items() if k in known and v is not None})

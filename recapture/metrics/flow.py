@@ -1,6 +1,6 @@
 """Optical flow for VBench's dynamic degree: torchvision's RAFT-large behind our flow-callable contract.
 
-Use with ``recapture evaluate --metrics dynamic_degree --flow recapture.metrics.flow:raft_large``
+Use with ``recapture evaluate --metrics dynamic_degree --weights.flow recapture.metrics.flow:raft_large``
 (or ``MetricWeights(flow="recapture.metrics.flow:raft_large")``). VBench uses RAFT "raft-things";
 torchvision's ``raft_large`` with its ``C_T_V1`` weights is the same architecture trained on the same
 data (FlyingChairs + FlyingThings) and is close. It needs torchvision, which is in the optional

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from recapture.metrics.common import VideoMeanMetric, check_mask, check_pair
+from recapture.metrics.registry import register_metric
 
 SSIM_WINDOW = 7
 SSIM_K1 = 0.01
@@ -262,6 +263,7 @@ def video_ssim(pred: Tensor, target: Tensor, mask: Tensor | None = None) -> Tens
     return torch.nanmean(values, dim=1)
 
 
+@register_metric("psnr", inputs=("pred", "target"), masked=True)
 class VideoPSNR(VideoMeanMetric):
     """PSNR (dB) per frame, nanmean over frames per video, mean over videos.
 
@@ -277,6 +279,7 @@ class VideoPSNR(VideoMeanMetric):
         self._add_videos(video_psnr(pred, target, mask))
 
 
+@register_metric("ssim", inputs=("pred", "target"), masked=True)
 class VideoSSIM(VideoMeanMetric):
     """SSIM (skimage recipe) per frame, nanmean over frames per video, mean over videos.
 

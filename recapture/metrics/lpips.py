@@ -16,13 +16,18 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from recapture.metrics.common import VideoMeanMetric, check_mask, check_pair
+from recapture.metrics.registry import register_metric, register_model
 from recapture.utils import RecaptureError
+
+if TYPE_CHECKING:
+    from recapture.metrics.backbones import MetricWeights
 
 ALEXNET_URL = "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"
 LPIPS_LIN_SOURCE = (
@@ -162,10 +167,10 @@ def load_lpips(
     backbone = _load_file(
         alexnet_path,
         "the AlexNet backbone weights (torchvision's alexnet state dict)",
-        f"download {ALEXNET_URL} and pass its path (--lpips_alexnet)",
+        f"download {ALEXNET_URL} and pass its path (--weights.lpips_alexnet)",
     )
     heads = _load_file(
-        lin_path, "the LPIPS v0.1 linear heads (alex.pth)", f"pass {LPIPS_LIN_SOURCE} (--lpips_lin)"
+        lin_path, "the LPIPS v0.1 linear heads (alex.pth)", f"pass {LPIPS_LIN_SOURCE} (--weights.lpips_lin)"
     )
     model = LPIPS()
     feats = {k.removeprefix("module."): v for k, v in backbone.items()}
@@ -241,6 +246,7 @@ def video_lpips(model: LPIPS, pred: Tensor, target: Tensor, mask: Tensor | None 
     return torch.nanmean(values.view(b, n), dim=1)
 
 
+@register_metric("lpips", model="lpips", inputs=("pred", "target"), masked=True)
 class VideoLPIPS(VideoMeanMetric):
     """LPIPS v0.1 (AlexNet) per frame, nanmean over frames per video, mean over videos.
 
@@ -260,3 +266,8 @@ class VideoLPIPS(VideoMeanMetric):
     def update(self, pred: Tensor, target: Tensor, mask: Tensor | None = None) -> None:
         """Add a batch of videos."""
         self._add_videos(video_lpips(self.model, pred, target, mask))
+
+
+@register_model("lpips", "lpips_alexnet", "lpips_lin")
+def _lpips_model(weights: MetricWeights) -> LPIPS:
+    return load_lpips(weights.lpips_alexnet, weights.lpips_lin, weights.device)

@@ -37,11 +37,11 @@ FlowFn = Callable[[Tensor, Tensor], Tensor]  # (1, 3, H, W) x2 in [0, 1] -> (1, 
 
 NO_INTERPOLATOR = (
     "motion smoothness needs a frame interpolator: supply a callable (frame0, frame1) -> midpoint "
-    "(VBench uses AMT-S; its code and amt-s.pth are not bundled), e.g. --interpolator 'pkg.module:factory'"
+    "(VBench uses AMT-S; its code and amt-s.pth are not bundled), e.g. --weights.interpolator 'pkg.module:factory'"
 )
 NO_FLOW = (
     "dynamic degree needs an optical-flow model: supply a callable (img1, img2) -> flow (1, 2, H, W) "
-    "(VBench uses RAFT raft-things), e.g. --flow recapture.metrics.flow:raft_large (needs torchvision from the "
+    "(VBench uses RAFT raft-things), e.g. --weights.flow recapture.metrics.flow:raft_large (needs torchvision from the "
     "vbench extra and RECAPTURE_RAFT_WEIGHTS) or your own 'pkg.module:factory'"
 )
 
@@ -273,7 +273,7 @@ def object_class_hits(
     """
     if detector is None:
         raise RecaptureError(
-            "object class needs a detector: pass --grit (GRiT weights; needs the vbench extra)"
+            "object class needs a detector: pass --weights.grit (GRiT weights; needs the vbench extra)"
         )
     if not class_name:
         raise RecaptureError("object class needs the COCO class to look for: pass --object_class NAME")

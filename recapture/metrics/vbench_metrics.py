@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from recapture.metrics.common import VideoMeanMetric, as_video_batch
+from recapture.metrics.registry import register_metric
 from recapture.metrics.vbench import (
     FeatureFn,
     FlowFn,
@@ -36,6 +37,7 @@ class _PercentMetric(VideoMeanMetric):
         return as_video_batch(video, "video")
 
 
+@register_metric("subject_consistency", model="dino", aliases=("vbench",))
 class SubjectConsistency(_PercentMetric):
     """VBench subject consistency (%): DINO features, averaged over all frame pairs of all videos.
 
@@ -55,6 +57,7 @@ class SubjectConsistency(_PercentMetric):
             self._add_videos(feature_consistency(v, self.extractor))
 
 
+@register_metric("background_consistency", model="clip", aliases=("vbench",))
 class BackgroundConsistency(SubjectConsistency):
     """VBench background consistency (%): as subject consistency with CLIP ViT-B/32 embeddings.
 
@@ -63,6 +66,7 @@ class BackgroundConsistency(SubjectConsistency):
     """
 
 
+@register_metric("temporal_flickering", aliases=("vbench",))
 class TemporalFlickering(_PercentMetric):
     """VBench temporal flickering (%), mean over videos. ``update(video)`` as the others."""
 
@@ -71,6 +75,7 @@ class TemporalFlickering(_PercentMetric):
         self._add_videos(torch.tensor([temporal_flickering(v) for v in self._videos(video)]))
 
 
+@register_metric("motion_smoothness", model="interpolator", aliases=("vbench",))
 class MotionSmoothness(_PercentMetric):
     """VBench motion smoothness (%), mean over videos.
 
@@ -87,6 +92,9 @@ class MotionSmoothness(_PercentMetric):
         self._add_videos(torch.tensor([motion_smoothness(v, self.interpolator) for v in self._videos(video)]))
 
 
+@register_metric(
+    "dynamic_degree", model="flow", inputs=("pred", "fps"), options={"fps": "fps"}, aliases=("vbench",)
+)
 class DynamicDegree(_PercentMetric):
     """VBench dynamic degree (%): the fraction of dynamic videos.
 
@@ -111,6 +119,7 @@ class DynamicDegree(_PercentMetric):
         self._add_videos(torch.tensor(flags, dtype=torch.float64))
 
 
+@register_metric("aesthetic_quality", model="aesthetic", aliases=("vbench",))
 class AestheticQuality(_PercentMetric):
     """VBench aesthetic quality (%), mean over videos.
 
@@ -127,6 +136,7 @@ class AestheticQuality(_PercentMetric):
         self._add_videos(torch.tensor([aesthetic_quality(v, self.scorer) for v in self._videos(video)]))
 
 
+@register_metric("imaging_quality", model="musiq", aliases=("vbench",))
 class ImagingQuality(_PercentMetric):
     """VBench imaging quality (%), mean over videos.
 
@@ -143,6 +153,7 @@ class ImagingQuality(_PercentMetric):
         self._add_videos(torch.tensor([imaging_quality(v, self.musiq) for v in self._videos(video)]))
 
 
+@register_metric("object_class", model="grit", options={"class_name": "object_class"})
 class ObjectClass(_PercentMetric):
     """VBench object class (%): detected frames / all frames, over all videos.
 
@@ -162,15 +173,3 @@ class ObjectClass(_PercentMetric):
             hits, n = object_class_hits(v, class_name or self.class_name, self.detector)
             self.total += hits
             self.count += n
-
-
-VBENCH_METRICS: dict[str, type[_PercentMetric]] = {
-    "subject_consistency": SubjectConsistency,
-    "background_consistency": BackgroundConsistency,
-    "temporal_flickering": TemporalFlickering,
-    "motion_smoothness": MotionSmoothness,
-    "dynamic_degree": DynamicDegree,
-    "aesthetic_quality": AestheticQuality,
-    "imaging_quality": ImagingQuality,
-    "object_class": ObjectClass,
-}

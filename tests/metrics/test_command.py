@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
+from recapture.commands.evaluate import evaluate
 from recapture.metrics import compute_metrics
-from recapture.metrics.command import evaluate
 from recapture.utils import RecaptureError
 
 
@@ -113,13 +113,29 @@ def test_errors(dataset: dict) -> None:
 def test_cli_flags_parse(dataset: dict, monkeypatch: pytest.MonkeyPatch) -> None:
     from recapture import cli
 
-    monkeypatch.setitem(cli.TOOL_COMMANDS, "evaluate", "recapture.metrics.command:evaluate")
+    monkeypatch.setitem(cli.TOOL_COMMANDS, "evaluate", "recapture.commands.evaluate:evaluate")
     root = dataset["root"]
     report = cli.cli_main([
         "evaluate", "--pred", str(root / "pred" / "a_scene"), "--target", str(root / "target" / "a_scene"),
         "--output", str(root / "cli"), "--metrics", "ssim", "--progress", "false",
     ])  # fmt: skip
     assert list(report["videos"]) == ["a_scene"] and (root / "cli" / "metrics.json").is_file()
+
+
+def test_nested_weight_flags_reach_the_models(dataset: dict, tmp_path: Path) -> None:
+    from recapture import cli
+    from recapture.metrics import MetricWeights
+
+    root = dataset["root"]
+    args = ["evaluate", "--pred", str(root / "pred" / "a_scene"), "--target", str(root / "target" / "a_scene"),
+            "--output", str(root / "w"), "--metrics", "lpips", "--progress", "false"]  # fmt: skip
+    with pytest.raises(RecaptureError, match=r"nope\.pth.*--weights\.lpips_alexnet"):
+        cli.cli_main([*args, "--weights.lpips_alexnet", str(tmp_path / "nope.pth"), "--weights.device", "cpu"])
+    (tmp_path / "weights.yaml").write_text(f"lpips_alexnet: {tmp_path / 'nope.pth'}\n")
+    with pytest.raises(RecaptureError, match=r"nope\.pth"):
+        cli.cli_main([*args, "--weights", str(tmp_path / "weights.yaml")])
+    with pytest.raises(RecaptureError, match="--weights.lpips_alexnet"):
+        evaluate(root / "pred", root / "target", root / "w", metrics="lpips", weights=MetricWeights(), progress=False)
 
 
 def test_camera_metrics_from_pose_files(tmp_path: Path) -> None:
