@@ -18,15 +18,16 @@ Example YAML (the ``trajectory:`` section of a data module)::
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, Literal
 
 from recapture.utils import RecaptureError
 
-if TYPE_CHECKING:  # runtime imports are lazy: trajectory.py re-exports these classes
+if TYPE_CHECKING:  # runtime imports of trajectory.py are lazy: it imports this module (document_presets)
     from recapture.cameras.trajectory import Trajectory
 
-__all__ = ["MoveSpec", "TrajectorySpec"]
+__all__ = ["MoveSpec", "TrajectorySpec", "document_presets"]
 
 _MODES = ("gradual", "direct")
 _EASINGS = ("linear", "ease_in_out")
@@ -63,7 +64,7 @@ class MoveSpec:
     """One move of a composition; unset timing fields inherit the enclosing :class:`TrajectorySpec`.
 
     Args:
-        preset: pan, tilt, roll, truck, pedestal, dolly, zoom, orbit, arc or dolly_zoom.
+        preset: {presets}.
         amount: degrees, scene units or relative focal change (see ``recapture.cameras.trajectory``).
         mode: ``gradual`` or ``direct``; None inherits.
         easing: ``linear`` or ``ease_in_out``; None inherits.
@@ -87,8 +88,7 @@ class TrajectorySpec:
     Precedence: ``file`` > ``moves`` > ``preset``.
 
     Args:
-        preset: preset name (see ``recapture.cameras.trajectory.PRESETS``); None with no moves and
-            no file is an error.
+        preset: {presets}; None with no moves and no file is an error.
         amount: preset amount (degrees, scene units or relative focal change).
         mode: ``gradual`` (source pose -> target over the clip) or ``direct`` (target throughout).
         easing: ``linear`` or ``ease_in_out``.
@@ -97,7 +97,8 @@ class TrajectorySpec:
         moves: composition of moves applied in order, e.g. orbit then dolly.
         file: trajectory file (recapture JSON, nerfstudio ``transforms.json``, COLMAP text model,
             ReCamMaster ``camera_extrinsics.json``, TrajectoryCrafter/CogNVS ``.txt``).
-        file_format: ``auto`` or a format name from ``recapture.cameras.formats.FORMATS``.
+        file_format: ``auto`` or a format name: recapture, nerfstudio, colmap, recammaster,
+            trajectorycrafter or cognvs (``recapture.cameras.formats.FORMATS``).
         file_camera: camera key for multi-camera files (ReCamMaster ``cam01`` ...).
     """
 
@@ -184,3 +185,18 @@ class TrajectorySpec:
         return make_trajectory(
             self.preset, self.amount, num_frames, mode=self.mode, easing=self.easing, pivot_depth=self.pivot_depth
         )
+
+
+_DOCS = {cls: cls.__doc__ or "" for cls in (MoveSpec, TrajectorySpec)}
+
+
+def document_presets(names: Iterable[str]) -> None:
+    """Write the preset ``names`` into the ``preset`` help of :class:`MoveSpec` and :class:`TrajectorySpec`.
+
+    Called by :func:`recapture.cameras.trajectory.register_preset`, so that ``--help`` (which reads
+    these docstrings) lists the registered presets, whatever registered them.
+    """
+    names = list(names)
+    listed = ", ".join(names[:-1]) + f" or {names[-1]}" if len(names) > 1 else "".join(names) or "(none registered)"
+    for cls, doc in _DOCS.items():
+        cls.__doc__ = doc.replace("{presets}", f"a registered preset: {listed}")

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -61,18 +61,16 @@ from recapture.cameras.poses import (
     sample_keyframes,
     uniform_times,
 )
+from recapture.cameras.spec import document_presets
 from recapture.utils import RecaptureError
 
 __all__ = ["PRESETS", "PRESET_MOVES", "Trajectory", "check_focal_scale", "check_pivot", "compose", "ease", "from_keyframes",
-           "make_trajectory", "progress", "register_preset"]
+           "make_trajectory", "progress", "register_preset", "unregister_preset"]
 
 log = logging.getLogger(__name__)
 
 Mode = Literal["gradual", "direct"]
 Easing = Literal["linear", "ease_in_out"]
-PRESETS: tuple[str, ...] = (
-    "pan", "tilt", "roll", "truck", "pedestal", "dolly", "zoom", "orbit", "arc", "dolly_zoom",
-)
 
 
 @dataclass
@@ -338,18 +336,59 @@ PresetMove = Callable[[Tensor, float, float], Move]
 PRESET_MOVES: dict[str, PresetMove] = {}
 
 
+class _PresetNames(Sequence[str]):
+    """The registered preset names in registration order: a live, read-only view of :data:`PRESET_MOVES`."""
+
+    def __getitem__(self, index):  # type: ignore[override]  # int -> str, slice -> tuple
+        return tuple(PRESET_MOVES)[index]
+
+    def __len__(self) -> int:
+        return len(PRESET_MOVES)
+
+    def __contains__(self, name: object) -> bool:
+        return name in PRESET_MOVES
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(tuple(PRESET_MOVES))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sequence) and tuple(self) == tuple(other)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable view
+
+    def __repr__(self) -> str:
+        return repr(tuple(PRESET_MOVES))
+
+
+PRESETS: Sequence[str] = _PresetNames()
+"""The preset names (``pan``, ``tilt``, ...): whatever :func:`register_preset` registered, in order."""
+
+
 def register_preset(name: str) -> Callable[[PresetMove], PresetMove]:
     """Register ``fn(s, amount, pivot_depth) -> (c2w, focal_scale, pivot)`` as the preset ``name``.
 
     ``s`` is the ``(T,)`` float64 progress in [0, 1] (:func:`progress`), ``amount`` the user's amount
-    and ``pivot_depth`` (> 0, scene units) the depth of the pivot. A new preset is one such function.
+    and ``pivot_depth`` (> 0, scene units) the depth of the pivot. A new preset is one such function:
+    :data:`PRESETS`, :func:`make_trajectory`, ``TrajectorySpec(preset=name)`` (and so
+    ``--data.trajectory.preset`` / ``recapture trajectory --trajectory.preset``) and their
+    ``--help`` pick it up.
     """
 
     def add(fn: PresetMove) -> PresetMove:
         PRESET_MOVES[name] = fn
+        document_presets(PRESETS)
         return fn
 
     return add
+
+
+def unregister_preset(name: str) -> PresetMove:
+    """Remove the preset ``name`` (registered by :func:`register_preset`) and return its function."""
+    if name not in PRESET_MOVES:
+        raise RecaptureError(f"unknown trajectory preset {name!r}; choose one of {', '.join(PRESETS)}.")
+    fn = PRESET_MOVES.pop(name)
+    document_presets(PRESETS)
+    return fn
 
 
 def _still(s: Tensor) -> Tensor:
@@ -414,9 +453,6 @@ def _dolly_zoom(s: Tensor, amount: float, d: float) -> Move:
     if amount >= d:
         raise RecaptureError(f"dolly_zoom amount {amount} would reach the plane at pivot_depth={d}; use an amount < {d}.")
     return _slide(s, 2, amount), (d - amount * s) / d, torch.tensor([0.0, 0.0, d])
-
-
-assert PRESETS == tuple(PRESET_MOVES), "PRESETS lists the registered presets in their documented order"
 
 
 def compose(*trajectories: Trajectory) -> Trajectory:

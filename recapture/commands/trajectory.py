@@ -9,8 +9,9 @@ from typing import Any
 import torch
 
 from recapture.cameras.conventions import intrinsics_from_fov
-from recapture.cameras.formats import FORMATS, load_trajectory, save_trajectory
-from recapture.cameras.trajectory import make_trajectory
+from recapture.cameras.formats import FORMATS, save_trajectory
+from recapture.cameras.spec import TrajectorySpec
+from recapture.cameras.trajectory import Trajectory
 from recapture.utils import RecaptureError, check_output_folder
 
 log = logging.getLogger(__name__)
@@ -34,17 +35,28 @@ def _first_frame(video: Path | None, height: int, width: int) -> torch.Tensor | 
     return clip.frames[0]
 
 
+def _build(trajectory: TrajectorySpec | dict, num_frames: int) -> tuple[TrajectorySpec, Trajectory]:
+    """The checked spec and its trajectory, built by :meth:`TrajectorySpec.build` (a dict is the spec's fields).
+
+    Errors name the ``--trajectory.*`` option the user typed (``--trajectory.preset must be ...``,
+    ``--trajectory needs a `preset` ...``) rather than the class.
+    """
+    try:
+        if not isinstance(trajectory, TrajectorySpec):  # jsonargparse adds __path__ for --trajectory FILE
+            trajectory = TrajectorySpec(**{k: v for k, v in dict(trajectory).items() if not k.startswith("__")})
+        spec = trajectory
+        return spec, spec.build(num_frames)
+    except RecaptureError as err:
+        message = str(err).replace("TrajectorySpec.", "--trajectory.").replace("TrajectorySpec ", "--trajectory ")
+        raise RecaptureError(message) from err
+    except TypeError as err:  # not a mapping, or unknown keys (Python callers)
+        raise RecaptureError(f"--trajectory must be a TrajectorySpec or a dict of its fields: {err}") from err
+
+
 def trajectory(
-    output: Path = Path("outputs/trajectory"),
-    preset: str = "orbit",
-    amount: float = 20.0,
+    trajectory: TrajectorySpec = TrajectorySpec(),
     num_frames: int = 14,
-    mode: str = "gradual",
-    easing: str = "ease_in_out",
-    pivot_depth: float = 1.0,
-    file: Path | None = None,
-    file_format: str = "auto",
-    file_camera: str | None = None,
+    output: Path = Path("outputs/trajectory"),
     video: Path | None = None,
     fov_deg: float = 60.0,
     height: int = 256,
@@ -56,24 +68,18 @@ def trajectory(
     Writes ``<output>/trajectory.json`` (recapture format: OpenCV camera-to-world poses relative to
     the source camera, translations in scene units where 1 = the scene's median depth) and
     ``<output>/trajectory.png`` (camera frustums in 3D over the source camera, plus a top view).
+    The ``--trajectory.*`` options are those of ``--data.trajectory.*`` in ``recapture fit``: a
+    preset (``--trajectory.preset orbit --trajectory.amount 30``), a composition
+    (``--trajectory.moves '[{preset: orbit, amount: 20}, {preset: dolly, amount: 0.1}]'``) or a
+    file (``--trajectory.file cams.json``).
     Signs: pan + turns right, tilt + looks up, roll + turns the picture clockwise,
     truck + moves right, pedestal + moves up, dolly + moves forward, zoom + zooms in, orbit + moves
     right around the pivot, arc + moves up around the pivot, dolly_zoom + dollies in while zooming out.
 
     Args:
-        output: output folder.
-        preset: pan, tilt, roll, truck, pedestal, dolly, zoom, orbit, arc or dolly_zoom.
-        amount: degrees (pan, tilt, roll, orbit, arc), scene units (truck, pedestal, dolly,
-            dolly_zoom) or relative focal change (zoom: 0.5 = x1.5 at the end).
+        trajectory: the camera trajectory to build: a preset, a composition of moves or a file.
         num_frames: number of frames (a file with another count is resampled).
-        mode: gradual (from the source pose to the target) or direct (target on every frame).
-        easing: linear or ease_in_out.
-        pivot_depth: depth of the orbit/arc pivot and dolly-zoom plane, in scene units; also the
-            radius of TrajectoryCrafter/CogNVS text files.
-        file: trajectory file to load instead of a preset (recapture JSON, nerfstudio transforms.json,
-            COLMAP text model, ReCamMaster camera_extrinsics.json, TrajectoryCrafter/CogNVS .txt).
-        file_format: auto, recapture, nerfstudio, colmap, recammaster, trajectorycrafter or cognvs.
-        file_camera: camera key in multi-camera files (ReCamMaster: cam01 ... cam10).
+        output: output folder.
         video: source video whose first frame is drawn on the source camera (default: the built-in
             example clip).
         fov_deg: horizontal field of view of the source camera for the preview, in degrees.
@@ -87,11 +93,7 @@ def trajectory(
     """
     if save_format not in FORMATS:
         raise RecaptureError(f"--save_format {save_format!r} is not one of {', '.join(FORMATS)}.")
-    if file is not None:
-        traj = load_trajectory(file, format=file_format, num_frames=num_frames, pivot_depth=pivot_depth,
-                               camera=file_camera)
-    else:
-        traj = make_trajectory(preset, amount, num_frames, mode=mode, easing=easing, pivot_depth=pivot_depth)
+    spec, traj = _build(trajectory, num_frames)
     image = _first_frame(video, height, width)
     if image is not None:
         height, width = int(image.shape[-2]), int(image.shape[-1])
@@ -106,7 +108,7 @@ def trajectory(
     export = None
     if save_format != "recapture":
         export = save_trajectory(traj, output / f"trajectory{_SUFFIX[save_format]}", format=save_format, K=K,
-                                 image_size=(height, width), pivot_depth=pivot_depth)
+                                 image_size=(height, width), pivot_depth=spec.pivot_depth)
     last = traj.c2w[-1]
     summary: dict[str, Any] = {
         "name": traj.name,
