@@ -26,7 +26,7 @@ from typing import Any
 # name -> "module:function". Imported lazily so that `recapture --help` stays fast.
 TOOL_COMMANDS: dict[str, str] = {
     "trajectory": "recapture.commands.trajectory:trajectory",
-    "evaluate": "recapture.metrics.command:evaluate",
+    "evaluate": "recapture.commands.evaluate:evaluate",
 }
 
 # Commands with their own LightningCLI (their own module and data classes): name -> "module:function".

@@ -28,7 +28,7 @@ import os
 import re
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -49,6 +49,7 @@ from recapture.data.kubric.protocol import EvalSample, ProtocolSettings, Resolut
 from recapture.data.kubric.reader import load_scene, scene_name
 from recapture.data.kubric.synthetic import write_kubric_mini
 from recapture.depth.base import scene_scale
+from recapture.metrics import MetricModels, MetricWeights
 from recapture.utils import RecaptureError, atomic_path, check_output_folder, hash_inputs, write_json
 
 log = logging.getLogger(__name__)
@@ -58,8 +59,12 @@ __all__ = [
     "SCENE_LISTS",
     "BenchmarkSettings",
     "MiniScenes",
+    "DatasetScenes",
+    "GeneratedScenes",
     "SceneOutput",
     "SceneRunner",
+    "SceneSource",
+    "scene_source",
     "output_dir",
     "resolve_scene_ids",
     "run_sweep",
@@ -122,16 +127,16 @@ class BenchmarkSettings:
         max_scenes: evaluate only the first N scenes of the list.
         seed: seed of the fallback sampler and of every scene's training (the same for every scene,
             so results do not depend on which rank ran a scene).
-        lpips_alexnet: torchvision's AlexNet state dict for LPIPS; LPIPS is skipped (with a note in
-            the table) unless both LPIPS files are given.
-        lpips_lin: the lpips package's ``weights/v0.1/alex.pth``.
+        weights: the metric models' files, the same section as ``evaluate --weights`` and the
+            ``MetricsCallback``'s (:class:`~recapture.metrics.MetricWeights`); the benchmark uses
+            ``weights.lpips_alexnet`` and ``weights.lpips_lin``, and LPIPS is skipped (with a note in
+            the table) unless both are given. ``weights.device`` is ignored: each rank scores on its
+            own device.
         mini: how the ``kubric-mini`` scenes are generated.
         save_videos: write ``runs/<scene>/eval.mp4`` (input | target | anchor | ReCapture | occluded).
         wait_timeout_s: how long rank 0 waits for the other ranks' scenes before aggregating what
             exists (the missing ones are listed in the table).
         aggregate_only: run nothing; aggregate the scene results already in ``output``.
-        fail_after: testing aid: raise after this many newly finished scenes on this rank (simulates
-            a crash, to check that a rerun resumes).
     """
 
     root: str | None = None
@@ -148,13 +153,11 @@ class BenchmarkSettings:
     wandb_group: str | None = None
     max_scenes: int | None = None
     seed: int = 0
-    lpips_alexnet: str | None = None
-    lpips_lin: str | None = None
+    weights: MetricWeights = field(default_factory=MetricWeights)
     mini: MiniScenes = field(default_factory=MiniScenes)
     save_videos: bool = True
     wait_timeout_s: float = 3600.0
     aggregate_only: bool = False
-    fail_after: int | None = None
 
 
 def resolve_scene_ids(scenes: str | Sequence[str | int], mini: MiniScenes | None = None) -> list[str]:
@@ -163,8 +166,7 @@ def resolve_scene_ids(scenes: str | Sequence[str | int], mini: MiniScenes | None
         first, count = SCENE_LISTS[scenes]
         return [scene_name(first + i) for i in range(count)]
     if isinstance(scenes, str) and scenes == KUBRIC_MINI:
-        mini = mini or MiniScenes()
-        return [scene_name(SCENE_LISTS["test100"][0] + i) for i in range(mini.num_scenes)]
+        return GeneratedScenes(Path(KUBRIC_MINI), mini or MiniScenes()).scene_ids()
     items = [s.strip() for s in scenes.split(",")] if isinstance(scenes, str) else list(scenes)
     ids: list[str] = []
     for item in items:
@@ -178,6 +180,71 @@ def resolve_scene_ids(scenes: str | Sequence[str | int], mini: MiniScenes | None
     if not ids:
         raise RecaptureError("kubric.scenes is empty; use test100, test50, test20, kubric-mini or scene ids")
     return list(dict.fromkeys(ids))
+
+
+@dataclass(frozen=True)
+class DatasetScenes:
+    """Scenes of a Kubric-4D release on disk (``kubric.root``), by named list or ids."""
+
+    root: Path | None
+    ids: tuple[str, ...]
+
+    def scene_ids(self) -> list[str]:
+        """The scenes to evaluate, in order."""
+        return list(self.ids)
+
+    def check(self) -> None:
+        """Raise unless the dataset root is configured."""
+        if self.root is None:
+            raise RecaptureError("kubric.root is not set; pass the Kubric-4D dataset root (holding scnXXXXX/ folders)")
+
+    def prepare(self, scene_id: str) -> Path:
+        """The root holding ``scene_id`` (already on disk)."""
+        assert self.root is not None
+        return self.root
+
+    def key(self) -> Any:
+        """What changes the scenes' content beyond their ids (nothing: the release is fixed)."""
+        return None
+
+
+@dataclass(frozen=True)
+class GeneratedScenes:
+    """The synthetic ``kubric-mini`` scenes, each written into ``root`` just before it is evaluated."""
+
+    root: Path
+    mini: MiniScenes
+
+    def scene_ids(self) -> list[str]:
+        """``scn02900`` onwards, ``mini.num_scenes`` of them (named like the test split)."""
+        first = SCENE_LISTS["test100"][0]
+        return [scene_name(first + i) for i in range(self.mini.num_scenes)]
+
+    def check(self) -> None:
+        """Nothing to check: the scenes are generated."""
+
+    def prepare(self, scene_id: str) -> Path:
+        """Write ``scene_id`` (skipped when its files are there already) and return the root."""
+        m = self.mini
+        index = int(scene_id[3:]) - SCENE_LISTS["test100"][0]
+        write_kubric_mini(self.root, m.num_scenes, m.num_frames, m.size, m.seed, supersample=m.supersample, only=[index])
+        return self.root
+
+    def key(self) -> Any:
+        """The generator's settings (they change every scene's pixels)."""
+        return asdict(self.mini)
+
+
+SceneSource = DatasetScenes | GeneratedScenes
+
+
+def scene_source(settings: BenchmarkSettings) -> SceneSource:
+    """Where the scenes come from: generated (``scenes: kubric-mini``) or a dataset root; chosen here only."""
+    if settings.scenes == KUBRIC_MINI:
+        return GeneratedScenes(Path(settings.root) if settings.root else Path(settings.output) / KUBRIC_MINI,
+                               settings.mini)
+    ids = resolve_scene_ids(settings.scenes)
+    return DatasetScenes(Path(settings.root) if settings.root else None, tuple(ids))
 
 
 def output_dir(settings: BenchmarkSettings, env: Mapping[str, str] | None = None) -> Path:
@@ -250,14 +317,14 @@ class SceneRunner(Protocol):
         """Rank 0: log the aggregate ``eval/...`` metrics and the per-method table."""
 
 
-def settings_key(settings: BenchmarkSettings, runner_key: Any) -> str:
+def settings_key(settings: BenchmarkSettings, runner_key: Any, source: SceneSource | None = None) -> str:
     """Hash of everything that changes a scene's result; scene JSONs from other settings are refused."""
     controls = Path(settings.controls) if settings.controls else None  # hashed by content
     resolution = settings.resolution if isinstance(settings.resolution, str) else list(settings.resolution)
-    mini = asdict(settings.mini) if settings.scenes == KUBRIC_MINI else None
+    source = source or scene_source(settings)
     return hash_inputs(
         asdict(settings.protocol), settings.mode, resolution, controls, settings.sample, settings.seed,
-        settings.depth_source, mini, runner_key, *(["ablation"] if settings.ablation else []),
+        settings.depth_source, source.key(), runner_key, *(["ablation"] if settings.ablation else []),
     )
 
 
@@ -274,18 +341,14 @@ def _evaluate_scene(
     scene_id: str,
     settings: BenchmarkSettings,
     runner: SceneRunner,
-    root: Path,
+    source: SceneSource,
     out: Path,
     device: torch.device,
     controls: Any,
     lpips: Any,
 ) -> tuple[dict[str, Any], dict[str, float]]:
     t0 = time.perf_counter()
-    if settings.scenes == KUBRIC_MINI:
-        index = int(scene_id[3:]) - SCENE_LISTS["test100"][0]
-        m = settings.mini
-        write_kubric_mini(root, m.num_scenes, m.num_frames, m.size, m.seed, supersample=m.supersample, only=[index])
-    scene = load_scene(root, scene_id)
+    scene = load_scene(source.prepare(scene_id), scene_id)
     sample = make_eval_sample(
         scene, controls, settings.mode, settings.resolution, settings.seed, settings.protocol, settings.sample, device
     )
@@ -315,11 +378,9 @@ def _progress(dist: DistInfo, i: int, n: int, scene_id: str, record: dict[str, A
 
 
 def _load_lpips(settings: BenchmarkSettings, device: torch.device) -> Any:
-    if not (settings.lpips_alexnet and settings.lpips_lin):
+    if MetricModels(settings.weights).unset("lpips"):
         return None
-    from recapture.metrics import load_lpips
-
-    return load_lpips(settings.lpips_alexnet, settings.lpips_lin, device)
+    return MetricModels(replace(settings.weights, device=str(device))).get("lpips")
 
 
 def run_shard(
@@ -330,13 +391,13 @@ def run_shard(
     out: Path,
     key: str,
     device: torch.device,
+    source: SceneSource | None = None,
 ) -> list[str]:
     """Evaluate this rank's scenes on ``device``, skipping finished ones; return the scenes evaluated now."""
     mine = shard(scene_ids, dist.rank, dist.world_size)
     controls = read_controls(settings.controls) if settings.controls else None
-    root = Path(settings.root) if settings.root else Path(settings.output) / KUBRIC_MINI
-    if settings.scenes != KUBRIC_MINI and not settings.root:
-        raise RecaptureError("kubric.root is not set; pass the Kubric-4D dataset root (holding scnXXXXX/ folders)")
+    source = source or scene_source(settings)
+    source.check()
     lpips = _load_lpips(settings, device)
     done: list[str] = []
     for i, scene_id in enumerate(mine, 1):
@@ -352,15 +413,13 @@ def run_shard(
             continue
         metrics = None
         try:
-            record, metrics = _evaluate_scene(scene_id, settings, runner, root, out, device, controls, lpips)
+            record, metrics = _evaluate_scene(scene_id, settings, runner, source, out, device, controls, lpips)
             record.update(settings_key=key, rank=dist.rank, world_size=dist.world_size, launcher=dist.launcher)
             write_json(path, record)
         finally:
             runner.finish(metrics)
         done.append(scene_id)
         print(_progress(dist, i, len(mine), scene_id, record), flush=True)
-        if settings.fail_after is not None and len(done) >= settings.fail_after:
-            raise RuntimeError(f"kubric.fail_after={settings.fail_after}: stopping after {scene_id} (simulated crash)")
     return done
 
 
@@ -386,14 +445,15 @@ def run_sweep(
     """
     dist = dist or dist_info()
     out = check_output_folder(output_dir(settings), "--kubric.output", what="benchmark folder")
-    scene_ids = resolve_scene_ids(settings.scenes, settings.mini)
+    source = scene_source(settings)
+    scene_ids = source.scene_ids()
     if settings.max_scenes is not None:
         if settings.max_scenes < 1:
             raise RecaptureError(f"kubric.max_scenes must be >= 1 or null, got {settings.max_scenes}")
         scene_ids = scene_ids[: settings.max_scenes]
-    key = settings_key(settings, runner.settings_key())
+    key = settings_key(settings, runner.settings_key(), source)
     if not settings.aggregate_only:
-        run_shard(settings, runner, scene_ids, dist, out, key, device or scene_device(dist.local_rank))
+        run_shard(settings, runner, scene_ids, dist, out, key, device or scene_device(dist.local_rank), source)
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()
     elif dist.world_size > 1 and dist.rank == 0 and not settings.aggregate_only:
@@ -420,6 +480,7 @@ def settings_dict(settings: BenchmarkSettings) -> dict[str, Any]:
 
 
 def _lpips_note(settings: BenchmarkSettings) -> str | None:
-    if settings.lpips_alexnet and settings.lpips_lin:
+    unset = MetricModels(settings.weights).unset("lpips")
+    if not unset:
         return None
-    return "LPIPS skipped: no weights configured (set kubric.lpips_alexnet and kubric.lpips_lin)"
+    return f"LPIPS skipped: no weights configured (set {' and '.join('kubric.weights.' + f for f in unset)})"
