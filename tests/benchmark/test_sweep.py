@@ -57,7 +57,8 @@ def _settings(root: Path, out: Path, **overrides) -> BenchmarkSettings:
 class FakeRunner:
     """Anchor = the input video, "ReCapture" = an affine change of the target: cheap and deterministic."""
 
-    def __init__(self) -> None:
+    def __init__(self, crash_after: int | None = None) -> None:
+        self.crash_after = crash_after  # raise (a simulated crash) on the run after this many
         self.calls: list[str] = []
         self.finished: list[dict | None] = []
         self.summary: dict | None = None
@@ -66,6 +67,8 @@ class FakeRunner:
         return {"runner": "fake"}
 
     def run(self, sample, trajectory, run_dir, device) -> SceneOutput:
+        if self.crash_after is not None and len(self.calls) >= self.crash_after:
+            raise RuntimeError(f"simulated crash before {sample.scene_id}")
         self.calls.append(sample.scene_id)
         return SceneOutput(refined=0.8 * sample.target_video + 0.1, anchor=sample.input_video,
                            anchor_mask=torch.ones_like(sample.occluded_mask), timings={"fit_s": 0.0})
@@ -188,11 +191,12 @@ def _scene_jsons(out: Path) -> dict[str, dict]:
 def test_sweep_resumes_shards_and_aggregates(mini_root: Path, tmp_path: Path) -> None:
     """Crash after one scene, rerun: nothing redone; ranks of a 2-process launch; aggregate = mean of the JSONs."""
     out = tmp_path / "out"
-    runner = FakeRunner()
-    with pytest.raises(RuntimeError, match="fail_after"):
-        run_sweep(_settings(mini_root, out, fail_after=1), runner, DistInfo(0, 1))
+    runner = FakeRunner(crash_after=1)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run_sweep(_settings(mini_root, out), runner, DistInfo(0, 1))
     first = out / "scenes" / "scn02900.json"
     assert runner.calls == ["scn02900"] and list(_scene_jsons(out)) == ["scn02900"]
+    runner.crash_after = None
     stamp = first.stat().st_mtime_ns
 
     # rank 0 of 2: its shard is scn02900 (done) and scn02902; rank 1 has not run, so two scenes are missing
@@ -313,7 +317,7 @@ def test_benchmark_help_lists_its_options(capsys: pytest.CaptureFixture[str]) ->
         cli_main(["benchmark", "--help"])
     out = capsys.readouterr().out
     for flag in ("root", "scenes", "controls", "mode", "resolution", "output", "depth_source", "baselines",
-                 "wandb_group", "max_scenes", "protocol.num_frames", "fail_after"):
+                 "wandb_group", "max_scenes", "protocol.num_frames"):
         assert f"--kubric.{flag}" in out, flag
 
 
@@ -382,7 +386,7 @@ def test_benchmark_command_in_process(mini_root: Path, tmp_path: Path, monkeypat
 def _launch(rank: int, world: int, args: list[str], cwd: Path, port: int) -> subprocess.Popen:
     env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
            "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline",
-           "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+           "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(REPO), str(Path(__file__).parent)])}
     return subprocess.Popen([sys.executable, "-m", "recapture.cli", "benchmark", *args], cwd=cwd, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -400,7 +404,10 @@ def test_two_process_benchmark_crash_and_resume(mini_root: Path, tmp_path: Path)
     out = tmp_path / "bench"
     args = [*_small_args(mini_root, out, tmp_path / "cache"), "--kubric.wandb_group", "sweep-test",
             "--kubric.save_videos", "false", "--kubric.wait_timeout_s", "600"]
-    codes, log1 = _run_two_ranks([*args, "--kubric.fail_after", "1"], tmp_path)
+    # each process crashes at its second scene (tests/benchmark/crash_callback.py)
+    crash = ["--trainer.callbacks+=crash_callback.CrashAfterOwnScenes",
+             "--trainer.callbacks.scenes_dir", str(out / "scenes")]
+    codes, log1 = _run_two_ranks([*args, *crash], tmp_path)
     assert all(c != 0 for c in codes), log1
     assert "simulated crash" in log1
     first = _scene_jsons(out)
