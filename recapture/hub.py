@@ -92,7 +92,7 @@ def resolve_model(
         what: the model's role for messages (``"SVD weights"``, ``"depth model"``).
         allow_patterns: hub files to fetch (e.g. only the fp16 variant); None fetches everything.
         required: glob patterns (relative to the directory) that must match at least one file.
-        fix: extra advice appended to the error (e.g. ``"or use depth.backend: prior"``).
+        fix: extra advice appended to the error (e.g. ``"or use --data.depth PriorDepthSource"``).
 
     Returns:
         the local directory.

@@ -57,6 +57,15 @@ def test_help_still_prints_the_usage(capsys: pytest.CaptureFixture[str]) -> None
     assert capsys.readouterr().out.startswith("usage: recapture evaluate")
 
 
+def test_evaluate_help_shows_the_weights_group(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli_main(["evaluate", "--help"])
+    out = capsys.readouterr().out
+    for flag in ("--weights.lpips_alexnet", "--weights.dino", "--weights.flow", "--weights.device"):
+        assert f"  {flag} " in out, flag
+    assert "  --lpips_alexnet" not in out and "cammc" in out  # no flat copies; names from the registry
+
+
 def test_fit_help_leads_with_the_options_people_change(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         cli_main(["fit", "--help"])

@@ -22,7 +22,7 @@ from recapture.cli import cli_main
 from recapture.utils import RecaptureError, check_output_folder
 
 REPO = Path(__file__).resolve().parents[1]
-ANCHOR_FAST = ["--data.num_frames", "3", "--data.size", "64", "--data.depth.backend", "prior"]
+ANCHOR_FAST = ["--data.num_frames", "3", "--data.size", "64", "--data.depth", "PriorDepthSource"]
 
 
 @pytest.fixture(autouse=True)
@@ -86,7 +86,7 @@ def test_trajectory_output_that_is_a_file_is_one_line_in_the_console(tmp_path: P
     (tmp_path / "out").write_text("mine")
     env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run([sys.executable, "-c", "from recapture.cli import main; main()", "trajectory",
-                           "--preset", "orbit", "--output", str(tmp_path / "out")],
+                           "--trajectory.preset", "orbit", "--output", str(tmp_path / "out")],
                           capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert proc.stderr.strip().splitlines()[-1].startswith("recapture trajectory: error: --output ")
@@ -94,7 +94,7 @@ def test_trajectory_output_that_is_a_file_is_one_line_in_the_console(tmp_path: P
 
 
 def test_evaluate_checks_its_output_before_decoding(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import recapture.metrics.command as command
+    import recapture.commands.evaluate as command
     from recapture.data.example import make_example_clip
     from recapture.io import write_video
 

@@ -28,7 +28,7 @@ def disparity_to_depth(disparity: Tensor, mapping: DisparityMapping | None = Non
     """Map disparity-like values to planar depth (see :class:`DisparityMapping` for the formula).
 
     Args:
-        disparity: :math:`(T, 1, H, W)` (any shape works); larger means nearer.
+        disparity: ``(T, 1, H, W)`` (any shape works); larger means nearer.
         mapping: the mapping; default ``DisparityMapping()`` (near/far planes 1 and 10).
 
     Returns:
@@ -94,14 +94,14 @@ def align_depth_scales(
       choice for a static or slowly moving camera).
 
     Args:
-        depth: planar depth :math:`(T, 1, H, W)`, > 0.
+        depth: planar depth ``(T, 1, H, W)``, > 0.
         reference: index of the frame the others are aligned to (it is returned unchanged).
         space: fit in ``"disparity"`` (default; affine-invariant models) or ``"depth"``.
         method: ``"stats"`` or ``"lstsq"``.
-        valid: optional mask :math:`(T, 1, H, W)` of pixels to use for the fit.
+        valid: optional mask ``(T, 1, H, W)`` of pixels to use for the fit.
 
     Returns:
-        aligned depth :math:`(T, 1, H, W)`, > 0 (values an affine map would push to <= 0 are
+        aligned depth ``(T, 1, H, W)``, > 0 (values an affine map would push to <= 0 are
         clamped to the smallest positive value of the reference frame).
     """
     if depth.ndim != 4 or depth.shape[1] != 1:

@@ -1,4 +1,4 @@
-"""The depth interface: the ``DepthEstimator`` protocol, its YAML config, validation and scene scale.
+"""The depth interface: the ``DepthEstimator`` protocol, the ``DepthSource`` config base, checks, scene scale.
 
 Every backend returns **planar** depth ``(T, 1, H, W)`` (camera-frame ``z``, not the distance along
 the ray), strictly positive and finite, in arbitrary but consistent units. The first frame's median
@@ -7,9 +7,12 @@ depth defines one *scene unit* (:func:`scene_scale`), which trajectories are exp
 
 from __future__ import annotations
 
+import inspect
 import logging
-from dataclasses import dataclass, field
-from typing import Literal, Protocol, runtime_checkable
+import re
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field, fields
+from typing import ClassVar, Literal, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -19,12 +22,13 @@ from recapture.utils import RecaptureError
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "DepthConfig",
     "DepthEstimator",
+    "DepthSource",
     "DisparityMapping",
     "check_depth",
     "check_frames",
-    "make_depth_estimator",
+    "depth_sources",
+    "explain_depth_error",
     "scene_scale",
 ]
 
@@ -49,10 +53,10 @@ class DepthEstimator(Protocol):
         """Estimate depth.
 
         Args:
-            frames: video :math:`(T, 3, H, W)` in [0, 1].
+            frames: video ``(T, 3, H, W)`` in [0, 1].
 
         Returns:
-            planar depth :math:`(T, 1, H, W)`, finite and > 0.
+            planar depth ``(T, 1, H, W)``, finite and > 0.
         """
         ...
 
@@ -107,29 +111,31 @@ class DisparityMapping:
 
 
 @dataclass
-class DepthConfig:
-    """Where depth comes from (the ``depth:`` section of a config).
+class DepthSource(ABC):
+    """Where depth comes from: the ``data.depth:`` section, one subclass per backend.
+
+    The backend is chosen by class, the LightningCLI way: ``class_path`` names a subclass (the
+    short class name is enough for those imported by :mod:`recapture.depth`) and ``init_args`` its
+    settings::
+
+        depth:
+          class_path: TransformersDepthSource
+          init_args:
+            model: depth-anything/Depth-Anything-V2-Small-hf
+
+    or ``--data.depth FileDepthSource --data.depth.path depth.npy`` on the command line. The
+    default is :class:`~recapture.depth.PriorDepthSource` (weight-free, no real depth). A new
+    backend is one ``@dataclass`` subclass in one module: its fields are its settings, :meth:`build`
+    returns its :class:`DepthEstimator`, and :meth:`resolve_weights` finds the weights it will load;
+    its import path selects it with no other change (``tests/depth/test_depth_sources_cli.py``).
+
+    The fields here are shared by every backend; a backend ignores those it does not use (the
+    prior uses none of them).
 
     Attributes:
-        backend: ``"transformers"`` (any ``AutoModelForDepthEstimation``), ``"file"`` (precomputed
-            ``.npy``/``.npz``) or ``"prior"`` (weight-free ground-plane ramp; no real depth).
-        model: transformers backend: hub id or local directory.
-        metric: transformers backend: whether the model predicts metric depth (ZoeDepth, Depth Pro,
-            Depth Anything metric) rather than relative disparity; ``None`` detects it from the
-            model config.
-        input_size: transformers backend: the shorter image side fed to the model (rounded to a
-            multiple of the patch size).
-        path: file backend: the ``.npy``/``.npz`` file with a ``(T, H, W)`` array.
-        kind: file backend: what the file holds: planar ``depth``, Euclidean ``distance`` to the
-            camera centre, or ``disparity``.
-        units: file backend: multiply the stored values by this (0.001 for millimetres).
         disparity_mapping: how disparity becomes depth (relative models, disparity files).
         align: per-frame scale/shift alignment to the first frame (reduces flicker); ``None`` turns
             it on for relative models and disparity files.
-        prior_horizon: prior backend: the horizon row as a fraction of the height from the top.
-        prior_backdrop: prior backend: depth of the vertical backdrop that caps the ground plane,
-            in units of the bottom row's depth (3: the floor meets a backdrop three times farther
-            away than the bottom of the frame, at 60% of the height for the default horizon).
         batch_size: frames per model call.
         device: where the depth model runs; ``None`` is the run's device (the trainer's accelerator
             and devices), the CPU outside a run.
@@ -137,53 +143,109 @@ class DepthConfig:
         progress: show a progress bar over frames.
     """
 
-    backend: Literal["transformers", "file", "prior"] = "prior"
-    model: str = "depth-anything/Depth-Anything-V2-Small-hf"
-    metric: bool | None = None
-    input_size: int = 518
-    path: str | None = None
-    kind: Literal["depth", "distance", "disparity"] = "depth"
-    units: float = 1.0
+    needs_weights: ClassVar[bool] = False  # True when build() loads model weights (resolve_weights finds them)
+
     disparity_mapping: DisparityMapping = field(default_factory=DisparityMapping)
     align: bool | None = None
-    prior_horizon: float = 0.4
-    prior_backdrop: float = 3.0
     batch_size: int = 4
     device: str | None = None
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     progress: bool = True
 
+    def __post_init__(self) -> None:
+        if isinstance(self.disparity_mapping, dict):  # plain dicts from notebooks
+            self.disparity_mapping = DisparityMapping(**self.disparity_mapping)
 
-def make_depth_estimator(
-    config: DepthConfig, fov_deg: float | None = None, device: torch.device | str | None = None
-) -> DepthEstimator:
-    """Build the estimator a :class:`DepthConfig` describes.
+    @abstractmethod
+    def build(self, fov_deg: float | None = None, device: torch.device | str | None = None) -> DepthEstimator:
+        """The estimator these settings describe.
+
+        Args:
+            fov_deg: horizontal field of view of the source video in degrees (the file backend
+                needs it to turn Euclidean ``distance`` into planar depth).
+            device: the run's device, used by model backends when ``device`` is not set (None:
+                the CPU).
+
+        Returns:
+            a :class:`DepthEstimator` mapping frames ``(T, 3, H, W)`` to planar depth ``(T, 1, H, W)``.
+        """
+
+    def resolve_weights(self) -> None:
+        """Find the weights :meth:`build` will load (local directory, hub cache or a download now).
+
+        Called before any heavy work, so that a missing model stops the run at once with one line
+        naming it; backends without weights do nothing.
+        """
+        return None
+
+
+def depth_sources() -> dict[str, type[DepthSource]]:
+    """Every concrete :class:`DepthSource` subclass imported so far, by class name (sorted)."""
+    found: dict[str, type[DepthSource]] = {}
+    todo = list(DepthSource.__subclasses__())
+    while todo:
+        cls = todo.pop()
+        todo.extend(cls.__subclasses__())
+        if not inspect.isabstract(cls):
+            found.setdefault(cls.__name__, cls)
+    return dict(sorted(found.items()))
+
+
+_DEPTH_KEY = re.compile(r'Parser key "(?P<key>(?:[\w.]+\.)?depth)":')
+_UNKNOWN_OPTION = re.compile(r"class_path '(?P<cls>[\w.]+)':\s*Option '(?P<opt>\w+)' is not accepted")
+_UNKNOWN_CLASS = (
+    re.compile(r"Expected a dot import path string: ?(?P<value>\S*)"),
+    re.compile(r"class_path '(?P<value>[\w.]+)':\s*(?:module '[\w.]+' has no attribute|No module named)"),
+    re.compile(r"Import path (?P<value>\S+) does not correspond to a subclass"),
+)
+
+
+def explain_depth_error(message: str) -> str:
+    """One line for a command-line/config error in a ``depth`` section; other messages unchanged.
+
+    jsonargparse's messages for a subclass-typed option are several lines about import paths; for
+    ``data.depth`` this names the value and the valid choices instead: an unknown class, the old
+    flat ``backend:`` key (the backend is a class now), or a setting given to a backend that does
+    not have it (naming the backends that do).
 
     Args:
-        config: the depth settings.
-        fov_deg: horizontal field of view of the source video in degrees; the file backend needs it
-            to turn Euclidean ``distance`` into planar depth.
-        device: the run's device, used by model backends when ``config.device`` is not set (None:
-            the CPU).
+        message: the parser's error message.
 
     Returns:
-        a :class:`DepthEstimator`.
+        the explained message, or ``message`` itself when it is not about a depth section.
     """
-    if isinstance(config.disparity_mapping, dict):  # plain dicts from YAML / notebooks
-        config.disparity_mapping = DisparityMapping(**config.disparity_mapping)
-    if config.backend == "transformers":
-        from recapture.depth.transformers_backend import TransformersDepth
-
-        return TransformersDepth(config, device=device)
-    if config.backend == "file":
-        from recapture.depth.file_backend import FileDepth
-
-        return FileDepth(config, fov_deg=fov_deg)
-    if config.backend == "prior":
-        from recapture.depth.prior import GroundPlanePrior
-
-        return GroundPlanePrior(horizon=config.prior_horizon, near=1.0, far=config.prior_backdrop)
-    raise RecaptureError(f"unknown depth backend {config.backend!r}; use 'transformers', 'file' or 'prior'")
+    found = _DEPTH_KEY.match(message.strip())
+    if found is None:
+        return message
+    key = found["key"]
+    sources = depth_sources()
+    choices = ", ".join(sources)
+    option = _UNKNOWN_OPTION.search(message)
+    if option is not None:
+        opt, current = option["opt"], option["cls"].rsplit(".", 1)[-1]
+        if opt == "backend":
+            return (
+                f"{key}.backend is gone: the depth backend is a class, chosen with --{key} CLASS (YAML: "
+                f"class_path: CLASS under {key.rsplit('.', 1)[-1]}:, its settings under init_args:), e.g. --{key} "
+                f"TransformersDepthSource; CLASS is one of {choices}"
+            )
+        owners = [name for name, cls in sources.items() if opt in {f.name for f in fields(cls)}]
+        if owners:
+            return (
+                f"{key}.{opt} is not a setting of {current}; {' and '.join(owners)} "
+                f"{'has' if len(owners) == 1 else 'have'} it: choose the backend first, e.g. --{key} {owners[0]} "
+                f"--{key}.{opt} ..."
+            )
+        settings = ", ".join(f.name for f in fields(sources[current])) if current in sources else "?"
+        return f"{key}.{opt} is not a setting of {current} (its settings: {settings})"
+    for pattern in _UNKNOWN_CLASS:
+        value = pattern.search(message)
+        if value is not None:
+            return (
+                f"{key}: {value['value']!r} is not a depth backend; choose one of {choices} (or the import path "
+                "of your own recapture.depth.DepthSource subclass)"
+            )
+    return message
 
 
 def check_frames(frames: Tensor, name: str = "frames") -> None:
@@ -199,9 +261,9 @@ def check_depth(depth: Tensor, frames: Tensor | None = None, valid: Tensor | Non
     """Raise a :class:`RecaptureError` naming the frames if depth is malformed.
 
     Args:
-        depth: planar depth :math:`(T, 1, H, W)`.
-        frames: optional video :math:`(T, 3, H, W)` the depth must match.
-        valid: optional mask :math:`(T, 1, H, W)`; only pixels where it is nonzero are checked.
+        depth: planar depth ``(T, 1, H, W)``.
+        frames: optional video ``(T, 3, H, W)`` the depth must match.
+        valid: optional mask ``(T, 1, H, W)``; only pixels where it is nonzero are checked.
     """
     if not isinstance(depth, Tensor) or depth.ndim != 4 or depth.shape[1] != 1:
         shape = tuple(depth.shape) if isinstance(depth, Tensor) else type(depth).__name__
@@ -238,7 +300,7 @@ def scene_scale(depth: Tensor) -> float:
     """The median depth of the first frame: the length of one scene unit.
 
     Args:
-        depth: planar depth :math:`(T, 1, H, W)` (or :math:`(1, H, W)` / :math:`(H, W)` for one frame).
+        depth: planar depth ``(T, 1, H, W)`` (or ``(1, H, W)`` / ``(H, W)`` for one frame).
 
     Returns:
         the median of frame 0 as a Python float.

@@ -6,8 +6,9 @@ import dataclasses
 import logging
 import math
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Literal
 
 import numpy as np
 import torch
@@ -15,12 +16,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from recapture.depth.align import align_depth_scales, disparity_to_depth
-from recapture.depth.base import DepthConfig, check_depth, check_frames
+from recapture.depth.base import DepthSource, check_depth, check_frames
 from recapture.utils import RecaptureError, hash_inputs
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FileDepth", "distance_to_depth", "load_depth_array"]
+__all__ = ["FileDepth", "FileDepthSource", "distance_to_depth", "load_depth_array"]
 
 
 def distance_to_depth(distance: Tensor, K: Tensor) -> Tensor:
@@ -30,11 +31,11 @@ def distance_to_depth(distance: Tensor, K: Tensor) -> Tensor:
     ``r = ((u - cx) / fx, (v - cy) / fy, 1)``, so ``z = distance / |r|``.
 
     Args:
-        distance: :math:`(T, 1, H, W)`.
-        K: intrinsics :math:`(3, 3)` or :math:`(T, 3, 3)` in pixels.
+        distance: ``(T, 1, H, W)``.
+        K: intrinsics ``(3, 3)`` or ``(T, 3, 3)`` in pixels.
 
     Returns:
-        planar depth :math:`(T, 1, H, W)`.
+        planar depth ``(T, 1, H, W)``.
     """
     t, _, h, w = distance.shape
     K = K.to(distance.device, distance.dtype)
@@ -174,20 +175,44 @@ def load_depth_array(path: str | Path) -> np.ndarray:
     return arr
 
 
+@dataclass
+class FileDepthSource(DepthSource):
+    """Precomputed depth from a ``.npy`` / ``.npz`` file (ground truth, video-depth models).
+
+    Selected with ``--data.depth FileDepthSource --data.depth.path depth.npy`` (or
+    ``class_path: FileDepthSource`` with ``init_args: {path: ...}`` under ``depth:``). Uses the shared
+    ``disparity_mapping`` and ``align``.
+
+    Attributes:
+        path: the ``.npy``/``.npz`` file with a ``(T, H, W)`` array (one map per source frame).
+        kind: what the file holds: planar ``depth``, Euclidean ``distance`` to the camera centre, or
+            ``disparity``.
+        units: multiply the stored values by this (0.001 for millimetres).
+    """
+
+    path: str | None = None
+    kind: Literal["depth", "distance", "disparity"] = "depth"
+    units: float = 1.0
+
+    def build(self, fov_deg: float | None = None, device: torch.device | str | None = None) -> FileDepth:
+        """The :class:`FileDepth` reading :attr:`path` (``fov_deg`` for ``kind: distance``; ``device`` unused)."""
+        return FileDepth(self, fov_deg=fov_deg)
+
+
 class FileDepth:
     """Depth read from a file, with explicit units and kind.
 
     Args:
         config: uses ``path``, ``kind``, ``units``, ``disparity_mapping`` and ``align``.
         fov_deg: horizontal field of view used to build K for ``kind="distance"``.
-        K: intrinsics :math:`(3, 3)` or :math:`(T, 3, 3)`; overrides ``fov_deg``.
+        K: intrinsics ``(3, 3)`` or ``(T, 3, 3)``; overrides ``fov_deg``.
     """
 
     is_prior = False
 
-    def __init__(self, config: DepthConfig, fov_deg: float | None = None, K: Tensor | None = None) -> None:
+    def __init__(self, config: FileDepthSource, fov_deg: float | None = None, K: Tensor | None = None) -> None:
         if config.path is None:
-            raise RecaptureError("depth.backend is 'file' but depth.path is not set; give a .npy/.npz file")
+            raise RecaptureError("data.depth is FileDepthSource but data.depth.path is not set; give a .npy/.npz file")
         if config.units <= 0:
             raise RecaptureError(f"depth.units must be > 0, got {config.units}")
         self.config, self.fov_deg, self.K = config, fov_deg, K
@@ -215,10 +240,10 @@ class FileDepth:
         """Load, resize to the frames, convert to planar depth and check it.
 
         Args:
-            frames: :math:`(T, 3, H, W)`.
+            frames: ``(T, 3, H, W)``.
 
         Returns:
-            planar depth :math:`(T, 1, H, W)` in file units times ``units``.
+            planar depth ``(T, 1, H, W)`` in file units times ``units``.
         """
         check_frames(frames)
         t, _, h, w = frames.shape

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from recapture.depth.base import check_frames
+from recapture.depth.base import DepthSource, check_frames
 from recapture.utils import RecaptureError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["GroundPlanePrior", "ground_plane_depth"]
+__all__ = ["GroundPlanePrior", "PriorDepthSource", "ground_plane_depth"]
 
 
 def ground_plane_depth(
@@ -37,10 +38,10 @@ def ground_plane_depth(
         far: depth of the backdrop (cap), > near.
 
     Returns:
-        planar depth :math:`(1, H, W)`, in ``[near, far]``.
+        planar depth ``(1, H, W)``, in ``[near, far]``.
     """
     if not 0 <= horizon < 1:
-        raise RecaptureError(f"prior_horizon must be in [0, 1), got {horizon}")
+        raise RecaptureError(f"the prior's horizon must be in [0, 1), got {horizon}")
     if not 0 < near < far:
         raise RecaptureError(f"ground-plane prior needs 0 < near < far, got near={near}, far={far}")
     v_h = horizon * (height - 1)
@@ -75,17 +76,39 @@ class GroundPlanePrior:
         """Return the prior for every frame.
 
         Args:
-            frames: :math:`(T, 3, H, W)`; only its shape, device and dtype are used.
+            frames: ``(T, 3, H, W)``; only its shape, device and dtype are used.
 
         Returns:
-            planar depth :math:`(T, 1, H, W)`.
+            planar depth ``(T, 1, H, W)``.
         """
         check_frames(frames)
         log.warning(
             "depth: using the weight-free floor-and-backdrop PRIOR, not estimated depth (parallax is "
-            "approximate; set depth.backend: transformers with local weights for real depth)"
+            "approximate; use --data.depth TransformersDepthSource with local weights for real depth)"
         )
         t, _, h, w = frames.shape
         z = ground_plane_depth(h, w, self.horizon, self.near, self.far)
         dtype = frames.dtype if frames.is_floating_point() else torch.float32
         return z.to(frames.device, dtype)[None].expand(t, 1, h, w).contiguous()
+
+
+@dataclass
+class PriorDepthSource(DepthSource):
+    """The weight-free floor-and-backdrop prior (the default ``data.depth``): no real depth.
+
+    Reports label its depth as a prior (``depth_is_prior``). Selected with ``--data.depth
+    PriorDepthSource`` (or ``class_path: PriorDepthSource`` under ``depth:``).
+
+    Attributes:
+        horizon: the horizon row as a fraction of the height from the top.
+        backdrop: depth of the vertical backdrop that caps the ground plane, in units of the bottom
+            row's depth (3: the floor meets a backdrop three times farther away than the bottom of
+            the frame, at 60% of the height for the default horizon).
+    """
+
+    horizon: float = 0.4
+    backdrop: float = 3.0
+
+    def build(self, fov_deg: float | None = None, device: torch.device | str | None = None) -> GroundPlanePrior:
+        """The :class:`GroundPlanePrior` (``fov_deg`` and ``device`` are not used)."""
+        return GroundPlanePrior(horizon=self.horizon, near=1.0, far=self.backdrop)

@@ -14,7 +14,7 @@ class TensorDepth:
     """Return a fixed depth tensor for the frames it was made for.
 
     Args:
-        depth: planar depth :math:`(T, 1, H, W)`, finite and > 0.
+        depth: planar depth ``(T, 1, H, W)``, finite and > 0.
         name: label for logs and reports, e.g. ``"exact:example-scene"``.
         is_prior: set True if the tensor is a guess rather than measured/estimated depth.
     """
@@ -28,7 +28,7 @@ class TensorDepth:
         return {"name": self.name, "depth": hash_inputs(self.depth)}
 
     def __call__(self, frames: Tensor) -> Tensor:
-        """Return the stored depth :math:`(T, 1, H, W)` after checking it matches ``frames`` :math:`(T, 3, H, W)`."""
+        """Return the stored depth ``(T, 1, H, W)`` after checking it matches ``frames`` ``(T, 3, H, W)``."""
         check_frames(frames)
         check_depth(self.depth, frames)
         return self.depth.to(frames.device)

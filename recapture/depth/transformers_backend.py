@@ -12,8 +12,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -21,12 +22,18 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from recapture.depth.align import align_depth_scales, disparity_to_depth
-from recapture.depth.base import DepthConfig, check_depth, check_frames
+from recapture.depth.base import DepthSource, check_depth, check_frames
 from recapture.utils import RecaptureError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TransformersDepth", "is_metric_model", "resolve_depth_model", "write_random_depth_model"]
+__all__ = [
+    "TransformersDepth",
+    "TransformersDepthSource",
+    "is_metric_model",
+    "resolve_depth_model",
+    "write_random_depth_model",
+]
 
 DEPTH_HUB_PATTERNS = ["*.json", "*.safetensors"]
 # the published configs of the default model, to build it with random weights (tests, benchmarks)
@@ -42,7 +49,7 @@ def resolve_depth_model(model: str) -> Path:
     from recapture.hub import resolve_model
 
     return resolve_model(model, "depth model", DEPTH_HUB_PATTERNS, required=("config.json",),
-                         fix="or set data.depth.model to a local directory, or data.depth.backend: prior")
+                         fix="or set data.depth.model to a local directory, or use --data.depth PriorDepthSource")
 
 
 def write_random_depth_model(path: str | Path, config: str = "Depth-Anything-V2-Small-hf", seed: int = 0) -> Path:
@@ -92,13 +99,43 @@ def is_metric_model(model_config: Any) -> bool:
     return getattr(model_config, "depth_estimation_type", "relative") == "metric"
 
 
-def _resolve_device_dtype(config: DepthConfig, device: torch.device | str | None) -> tuple[torch.device, torch.dtype]:
+def _resolve_device_dtype(config: DepthSource, device: torch.device | str | None) -> tuple[torch.device, torch.dtype]:
     device = torch.device(config.device or device or "cpu")
     if config.dtype == "auto":
         dtype = torch.float16 if device.type == "cuda" else torch.float32
     else:
         dtype = getattr(torch, config.dtype)
     return device, dtype
+
+
+@dataclass
+class TransformersDepthSource(DepthSource):
+    """Monocular depth from any ``transformers`` ``AutoModelForDepthEstimation`` (hub id or local dir).
+
+    Selected with ``--data.depth TransformersDepthSource`` (or ``class_path: TransformersDepthSource``
+    under ``depth:``, as ``configs/orbit.yaml`` does). Uses every shared setting.
+
+    Attributes:
+        model: hub id or local directory.
+        metric: whether the model predicts metric depth (ZoeDepth, Depth Pro, Depth Anything
+            metric) rather than relative disparity; ``None`` detects it from the model config.
+        input_size: the shorter image side fed to the model (rounded to a multiple of the patch
+            size).
+    """
+
+    needs_weights: ClassVar[bool] = True
+
+    model: str = "depth-anything/Depth-Anything-V2-Small-hf"
+    metric: bool | None = None
+    input_size: int = 518
+
+    def build(self, fov_deg: float | None = None, device: torch.device | str | None = None) -> TransformersDepth:
+        """The :class:`TransformersDepth` (the model loads at its first call; ``fov_deg`` is unused)."""
+        return TransformersDepth(self, device=device)
+
+    def resolve_weights(self) -> None:
+        """Find :attr:`model` (local directory, hub cache or a download now); see :func:`resolve_depth_model`."""
+        resolve_depth_model(self.model)
 
 
 class TransformersDepth:
@@ -116,7 +153,7 @@ class TransformersDepth:
 
     is_prior = False
 
-    def __init__(self, config: DepthConfig, device: torch.device | str | None = None) -> None:
+    def __init__(self, config: TransformersDepthSource, device: torch.device | str | None = None) -> None:
         self.config = config
         self.device = device
         self.name = f"transformers:{config.model}"
@@ -143,7 +180,7 @@ class TransformersDepth:
             raise RecaptureError(
                 f"could not load the depth model {self.config.model!r} from {self._path} ({type(err).__name__}: "
                 f"{err}); download it again or set data.depth.model to another directory; without weights use "
-                "data.depth.backend: prior"
+                "--data.depth PriorDepthSource"
             ) from err
         self._model = model.to(device).eval()
         self._pre = self._preprocessor_settings()
@@ -223,10 +260,10 @@ class TransformersDepth:
         """Estimate planar depth for a video.
 
         Args:
-            frames: :math:`(T, 3, H, W)` in [0, 1].
+            frames: ``(T, 3, H, W)`` in [0, 1].
 
         Returns:
-            planar depth :math:`(T, 1, H, W)` (float32, on the frames' device).
+            planar depth ``(T, 1, H, W)`` (float32, on the frames' device).
         """
         check_frames(frames)
         raw = self._predict(frames)

@@ -200,6 +200,11 @@ class _RawDescriptionHelpFormatter(DefaultHelpFormatter):
 class ReCaptureArgumentParser(OneLineParserErrors, LightningArgumentParser):
     """LightningCLI's parser with one-line errors (usage only on ``--help``) and no option prefixes."""
 
+    def error(self, message: str, ex: Exception | None = None) -> Any:
+        from recapture.depth.base import explain_depth_error  # a wrong data.depth: the value and the choices
+
+        return super().error(explain_depth_error(str(message)), ex)
+
 
 class ReCaptureCLI(LightningCLI):
     """LightningCLI over :class:`ReCaptureModule` / :class:`ReCaptureDataModule` / :class:`ReCaptureTrainer`."""
@@ -305,10 +310,9 @@ def resolve_models(model: Any, datamodule: Any, svd: bool = True) -> None:
         svd: also resolve the SVD weights (not needed by ``anchor``).
     """
     from recapture.adaptation import resolve_components
-    from recapture.depth.transformers_backend import resolve_depth_model
 
     if datamodule is not None and datamodule.needs_depth_model():
-        resolve_depth_model(datamodule.depth.model)
+        datamodule.depth.resolve_weights()
     if svd and model is not None and not model.components_config.tiny:
         resolve_components(model.components_config)
 

@@ -9,6 +9,7 @@ as safetensors, and leaves only the UNet on the accelerator during training.
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from dataclasses import asdict, dataclass, replace
@@ -22,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 from recapture.adaptation.encoding import AugmentConfig, TrainingTensors
 from recapture.anchor import AnchorConfig, AnchorResult, build_anchor
 from recapture.cameras import TrajectorySpec
-from recapture.depth import DepthConfig, make_depth_estimator
+from recapture.depth import DepthSource, PriorDepthSource
 from recapture.utils import RecaptureError, hash_inputs
 
 log = logging.getLogger(__name__)
@@ -95,7 +96,10 @@ class ReCaptureDataModule(LightningDataModule):
             ``None`` keeps the video's size (it must then already be a multiple of 64).
         resize: ``crop`` (default): scale to cover the size and cut the overflow equally from both
             ends; ``pad``: scale to fit inside and fill the rest with black.
-        depth: depth estimation settings (ignored for ``video: example``, which has exact depth).
+        depth: where depth comes from: a depth backend class (``TransformersDepthSource``,
+            ``FileDepthSource``, the default weight-free ``PriorDepthSource``, or any
+            ``recapture.depth.DepthSource`` subclass), e.g. ``--data.depth FileDepthSource
+            --data.depth.path depth.npy``; ignored for ``video: example``, which has exact depth.
         trajectory: the requested camera trajectory (preset, amount, mode, or a file).
         anchor: anchor rendering settings (splat mode, masks, field of view, cache).
         augment: augmentations of source frames for the spatial LoRA.
@@ -115,7 +119,7 @@ class ReCaptureDataModule(LightningDataModule):
         stride: int = 1,
         size: int | None = 1024,
         resize: Literal["crop", "pad"] = "crop",
-        depth: DepthConfig = DepthConfig(),
+        depth: DepthSource = PriorDepthSource(),
         trajectory: TrajectorySpec = TrajectorySpec(),
         anchor: AnchorConfig = AnchorConfig(),
         augment: AugmentConfig = AugmentConfig(),
@@ -137,7 +141,7 @@ class ReCaptureDataModule(LightningDataModule):
         self.size = size
         self.resize = resize
         # copies: dataclass defaults in a signature are shared objects
-        self.depth = replace(depth)
+        self.depth = copy.deepcopy(depth)  # any DepthSource subclass, dataclass or not
         self.trajectory = replace(trajectory)
         self.anchor = replace(anchor)
         self.augment = replace(augment)
@@ -182,10 +186,10 @@ class ReCaptureDataModule(LightningDataModule):
         return self
 
     def needs_depth_model(self) -> bool:
-        """Whether stage 1 will run a ``transformers`` depth model (not for the example or a sample with depth)."""
+        """Whether stage 1 loads depth weights (``depth.needs_weights``; not for the example or a sample with depth)."""
         if self.sample is not None:
-            return self.sample.depth is None and self.depth.backend == "transformers"
-        return self.video != EXAMPLE and self.depth.backend == "transformers"
+            return self.sample.depth is None and self.depth.needs_weights
+        return self.video != EXAMPLE and self.depth.needs_weights
 
     # ------------------------------------------------------------------ stage 1: anchor
     def load_source(self) -> tuple[torch.Tensor, float, torch.Tensor | None, torch.Tensor | None]:
@@ -224,7 +228,7 @@ class ReCaptureDataModule(LightningDataModule):
             name = self.sample.depth_name if self.sample is not None else "exact:example-scene"
             estimator = TensorDepth(depth, name=name)
         else:
-            estimator = make_depth_estimator(self.depth, fov_deg=self.anchor.fov_deg, device=device)
+            estimator = self.depth.build(fov_deg=self.anchor.fov_deg, device=device)
         given = self.sample.trajectory if self.sample is not None else None
         trajectory = given if given is not None else self.trajectory.build(frames.shape[0])
         self.anchor_result = build_anchor(frames, fps, estimator, trajectory, self.anchor, K=K)

@@ -320,13 +320,12 @@ def save_config(parser: Any, config: Any, path: Path) -> Path:
 
 def _resolve_scene_models(parser: Any, config: Any, settings: BenchmarkSettings) -> None:
     """Find the SVD weights (and the depth model when ``depth_source: model``) every scene will need."""
-    from recapture.depth.transformers_backend import resolve_depth_model
     from recapture.training.cli import resolve_models
 
     init = parser.instantiate_classes(config.clone())
     resolve_models(init.model, None)
-    if settings.depth_source == "model" and init.data.depth.backend == "transformers":
-        resolve_depth_model(init.data.depth.model)
+    if settings.depth_source == "model":
+        init.data.depth.resolve_weights()
 
 
 def run_benchmark(trainer: Any, settings: BenchmarkSettings) -> dict[str, Any] | None:

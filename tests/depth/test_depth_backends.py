@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -11,16 +12,17 @@ import pytest
 import torch
 
 from recapture.depth import (
-    DepthConfig,
     DisparityMapping,
+    FileDepthSource,
     GroundPlanePrior,
+    PriorDepthSource,
     TensorDepth,
+    TransformersDepthSource,
     align_depth_scales,
     check_depth,
     disparity_to_depth,
     distance_to_depth,
     load_depth_array,
-    make_depth_estimator,
     scene_scale,
 )
 from recapture.utils import RecaptureError
@@ -34,7 +36,7 @@ def _K(h: int = H, w: int = W, f: float = 35.0) -> torch.Tensor:
 
 # ---------------------------------------------------------------- prior
 def test_prior_is_a_labelled_ground_plane_ramp() -> None:
-    est = make_depth_estimator(DepthConfig(backend="prior"))
+    est = PriorDepthSource().build()
     assert isinstance(est, GroundPlanePrior) and est.is_prior and "prior" in est.name
     depth = est(torch.rand(T, 3, H, W))
     assert depth.shape == (T, 1, H, W)
@@ -104,17 +106,17 @@ def test_file_backend_depth_units_and_npz_keys(tmp_path: Path) -> None:
     z = _planar()
     frames = torch.rand(T, 3, H, W)
     np.save(tmp_path / "mm.npy", z * 1000)
-    est = make_depth_estimator(DepthConfig(backend="file", path=str(tmp_path / "mm.npy"), units=0.001))
+    est = FileDepthSource(path=str(tmp_path / "mm.npy"), units=0.001).build()
     assert not est.is_prior and est.name == "file:mm.npy"
     torch.testing.assert_close(est(frames), torch.from_numpy(z)[:, None], rtol=1e-5, atol=1e-5)
     np.savez(tmp_path / "named.npz", depth=z, other=z)
     np.savez(tmp_path / "single.npz", arr=z)
     for name in ("named.npz", "single.npz"):
-        out = make_depth_estimator(DepthConfig(backend="file", path=str(tmp_path / name)))(frames)
+        out = FileDepthSource(path=str(tmp_path / name)).build()(frames)
         torch.testing.assert_close(out, torch.from_numpy(z)[:, None])
     np.savez(tmp_path / "ambiguous.npz", a=z, b=z)
     with pytest.raises(RecaptureError, match="name the depth array 'depth'"):
-        make_depth_estimator(DepthConfig(backend="file", path=str(tmp_path / "ambiguous.npz")))(frames)
+        FileDepthSource(path=str(tmp_path / "ambiguous.npz")).build()(frames)
 
 
 def test_file_backend_distance_is_converted_to_planar(tmp_path: Path) -> None:
@@ -123,13 +125,13 @@ def test_file_backend_distance_is_converted_to_planar(tmp_path: Path) -> None:
     v, u = torch.meshgrid(torch.arange(H).float(), torch.arange(W).float(), indexing="ij")
     ray = torch.sqrt(1 + ((u - K[0, 2]) / K[0, 0]) ** 2 + ((v - K[1, 2]) / K[1, 1]) ** 2)
     np.save(tmp_path / "dist.npy", (z * ray).numpy()[:, 0])
-    cfg = DepthConfig(backend="file", path=str(tmp_path / "dist.npy"), kind="distance")
+    cfg = FileDepthSource(path=str(tmp_path / "dist.npy"), kind="distance")
     fov = math.degrees(2 * math.atan(W / 2 / 35.0))  # gives fx = 35 for width 40
-    out = make_depth_estimator(cfg, fov_deg=fov)(torch.rand(T, 3, H, W))
+    out = cfg.build(fov_deg=fov)(torch.rand(T, 3, H, W))
     torch.testing.assert_close(out, z, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(distance_to_depth(z * ray, K), z)
     with pytest.raises(RecaptureError, match="needs the camera intrinsics"):
-        make_depth_estimator(cfg)
+        cfg.build()
 
 
 def test_file_backend_disparity_and_resize(tmp_path: Path) -> None:
@@ -137,28 +139,27 @@ def test_file_backend_disparity_and_resize(tmp_path: Path) -> None:
     ramp = np.linspace(0.0, 0.019, 20, dtype=np.float32)
     disp = np.stack([np.broadcast_to(c + ramp, (15, 20)) for c in (0.5, 0.25, 0.125)])
     np.save(tmp_path / "disp.npy", disp)
-    cfg = DepthConfig(
-        backend="file",
+    cfg = FileDepthSource(
         path=str(tmp_path / "disp.npy"),
         kind="disparity",
         disparity_mapping=DisparityMapping(mode="inverse"),
         align=False,
     )
-    out = make_depth_estimator(cfg)(torch.rand(T, 3, H, W))  # resized 15x20 -> 30x40
+    out = cfg.build()(torch.rand(T, 3, H, W))  # resized 15x20 -> 30x40
     assert out.shape == (T, 1, H, W)
     # 2x bilinear (half-pixel centres): output column j samples input x = (j + 0.5) / 2 - 0.5
     x = (torch.arange(2, W - 2) + 0.5) / 2 - 0.5
     expect = torch.tensor([0.5, 0.25, 0.125])[:, None] + 0.001 * x[None]
     torch.testing.assert_close(1 / out[:, 0, 5, 2 : W - 2], expect, rtol=1e-5, atol=1e-6)
     # relative disparity: mapped into [near, far]
-    rel = DepthConfig(backend="file", path=str(tmp_path / "disp.npy"), kind="disparity", align=False)
-    d = make_depth_estimator(rel)(torch.rand(T, 3, H, W))
+    rel = FileDepthSource(path=str(tmp_path / "disp.npy"), kind="disparity", align=False)
+    d = rel.build()(torch.rand(T, 3, H, W))
     check_depth(d)
     assert float(d.min()) >= 1.0 - 1e-5 and float(d.max()) <= 10.0 + 1e-4
     assert float(d[0].mean()) < float(d[2].mean())  # larger disparity is nearer
     # alignment (default for disparity files) brings every frame to frame 0's statistics
     rel.align = None
-    aligned = make_depth_estimator(rel)(torch.rand(T, 3, H, W))
+    aligned = rel.build()(torch.rand(T, 3, H, W))
     medians = (1 / aligned).flatten(1).median(1).values
     torch.testing.assert_close(medians, medians[:1].expand(T), rtol=1e-4, atol=1e-5)
 
@@ -166,23 +167,23 @@ def test_file_backend_disparity_and_resize(tmp_path: Path) -> None:
 def test_file_backend_errors_name_frames_and_counts(tmp_path: Path) -> None:
     z = _planar()
     np.save(tmp_path / "d.npy", z)
-    est = make_depth_estimator(DepthConfig(backend="file", path=str(tmp_path / "d.npy")))
+    est = FileDepthSource(path=str(tmp_path / "d.npy")).build()
     with pytest.raises(RecaptureError, match="has 3 frames but the video has 5"):
         est(torch.rand(5, 3, H, W))
     z[1, 2, 2] = np.nan
     np.save(tmp_path / "nan.npy", z)
     with pytest.raises(RecaptureError, match=r"NaN/inf values in frames \[1\]"):
-        make_depth_estimator(DepthConfig(backend="file", path=str(tmp_path / "nan.npy")))(
+        FileDepthSource(path=str(tmp_path / "nan.npy")).build()(
             torch.rand(T, 3, H, W)
         )
     z[1, 2, 2] = -1
     np.save(tmp_path / "neg.npy", z)
     with pytest.raises(RecaptureError, match=r"non-positive values in 1 of 3 frames \(frame 1\)"):
-        make_depth_estimator(DepthConfig(backend="file", path=str(tmp_path / "neg.npy")))(
+        FileDepthSource(path=str(tmp_path / "neg.npy")).build()(
             torch.rand(T, 3, H, W)
         )
     with pytest.raises(RecaptureError, match="does not exist"):
-        make_depth_estimator(DepthConfig(backend="file", path=str(tmp_path / "missing.npy")))(
+        FileDepthSource(path=str(tmp_path / "missing.npy")).build()(
             torch.rand(T, 3, H, W)
         )
 
@@ -209,7 +210,7 @@ def test_file_backend_refuses_pickled_arrays_without_running_them(tmp_path: Path
         np.save(path, evil, allow_pickle=True)
     else:
         np.savez(path, depth=evil)
-    est = make_depth_estimator(DepthConfig(backend="file", path=str(path)))
+    est = FileDepthSource(path=str(path)).build()
     with pytest.raises(RecaptureError) as err:
         est(torch.rand(1, 3, H, W))
     assert f"depth file {path}" in str(err.value) and "pickled object array" in str(err.value)
@@ -246,7 +247,7 @@ def _truncated_npy(path: Path) -> None:
 def test_file_backend_names_broken_files(tmp_path: Path, name: str, write, needle: str) -> None:
     path = tmp_path / name
     write(path)
-    est = make_depth_estimator(DepthConfig(backend="file", path=str(path)))
+    est = FileDepthSource(path=str(path)).build()
     with pytest.raises(RecaptureError) as err:
         est(torch.rand(T, 3, H, W))
     message = str(err.value)
@@ -311,15 +312,14 @@ def test_transformers_backend_tiny_depth_anything(tiny_depth_anything: Path) -> 
 
     from recapture.depth.transformers_backend import IMAGENET_MEAN, IMAGENET_STD
 
-    cfg = DepthConfig(
-        backend="transformers",
+    cfg = TransformersDepthSource(
         model=str(tiny_depth_anything),
         input_size=28,
         batch_size=2,
         progress=False,
         align=False,
     )
-    est = make_depth_estimator(cfg)
+    est = cfg.build()
     frames = torch.rand(T, 3, H, W)
     depth = est(frames)
     assert est.name == f"transformers:{tiny_depth_anything}" and not est.is_prior and not est.metric
@@ -335,9 +335,9 @@ def test_transformers_backend_tiny_depth_anything(tiny_depth_anything: Path) -> 
     disp = torch.nn.functional.interpolate(disp, size=(H, W), mode="bilinear")
     torch.testing.assert_close(depth, disparity_to_depth(disp, cfg.disparity_mapping), rtol=1e-4, atol=1e-4)
     # batching does not change the result; alignment (on by default for relative models) keeps it valid
-    one = make_depth_estimator(DepthConfig(**{**cfg.__dict__, "batch_size": 1}))(frames)
+    one = replace(cfg, batch_size=1).build()(frames)
     torch.testing.assert_close(one, depth, rtol=1e-4, atol=1e-4)
-    check_depth(make_depth_estimator(DepthConfig(**{**cfg.__dict__, "align": None}))(frames))
+    check_depth(replace(cfg, align=None).build()(frames))
 
 
 def test_transformers_backend_metric_detection_and_missing_model(
@@ -349,13 +349,11 @@ def test_transformers_backend_metric_detection_and_missing_model(
 
     assert is_metric_model(DepthAnythingConfig(depth_estimation_type="metric"))
     assert not is_metric_model(DepthAnythingConfig())
-    cfg = DepthConfig(
-        backend="transformers", model=str(tiny_depth_anything), input_size=28, progress=False, metric=True
-    )
-    est = make_depth_estimator(cfg)
+    cfg = TransformersDepthSource(model=str(tiny_depth_anything), input_size=28, progress=False, metric=True)
+    est = cfg.build()
     assert est.metric
     depth = est(torch.rand(2, 3, H, W))  # the random head outputs >= 1 (bias): valid metric depth
     check_depth(depth)
-    missing = make_depth_estimator(DepthConfig(backend="transformers", model=str(tmp_path / "nope")))
-    with pytest.raises(RecaptureError, match="depth.backend: prior"):
+    missing = TransformersDepthSource(model=str(tmp_path / "nope")).build()
+    with pytest.raises(RecaptureError, match="--data.depth PriorDepthSource"):
         missing(torch.rand(1, 3, H, W))

@@ -183,14 +183,14 @@ def test_report_timings_are_this_runs_and_cache_hits_are_marked(tmp_path: Path) 
 
 def test_every_stage_uses_the_chosen_device(monkeypatch: pytest.MonkeyPatch) -> None:
     """With CUDA "available", nothing may pick it by itself: the depth model runs where the run runs."""
-    from recapture.depth import DepthConfig, make_depth_estimator
+    from recapture.depth import TransformersDepthSource
     from recapture.depth.transformers_backend import _resolve_device_dtype
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    estimator = make_depth_estimator(DepthConfig(backend="transformers"))
+    estimator = TransformersDepthSource().build()
     assert _resolve_device_dtype(estimator.config, estimator.device)[0] == torch.device("cpu")
-    assert _resolve_device_dtype(DepthConfig(backend="transformers"), "cuda:1")[0] == torch.device("cuda", 1)
-    assert _resolve_device_dtype(DepthConfig(backend="transformers", device="cpu"), "cuda")[0].type == "cpu"
+    assert _resolve_device_dtype(TransformersDepthSource(), "cuda:1")[0] == torch.device("cuda", 1)
+    assert _resolve_device_dtype(TransformersDepthSource(device="cpu"), "cuda")[0].type == "cpu"
 
 
 def test_sampling_places_the_encoders_on_the_unets_device(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -225,5 +225,5 @@ def test_missing_weights_stop_the_run_before_any_heavy_work(tmp_path: Path, monk
         cli_main([*orbit, "--model.components.pretrained", "/no/such/svd"])
     clip = tmp_path / "clip.mp4"
     clip.write_bytes(b"")  # never read: the depth model is resolved first
-    with pytest.raises(RecaptureError, match="depth model 'nobody/no-depth'.*depth.backend: prior"):
+    with pytest.raises(RecaptureError, match="depth model 'nobody/no-depth'.*--data.depth PriorDepthSource"):
         cli_main([*orbit, "--data.video", str(clip), "--data.depth.model", "nobody/no-depth"])

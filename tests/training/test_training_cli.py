@@ -215,7 +215,7 @@ def test_console_user_errors_exit_2_without_traceback(tmp_path: Path) -> None:
     import sys
 
     proc = subprocess.run(
-        [sys.executable, "-c", "from recapture.cli import main; main()", "trajectory", "--file",
+        [sys.executable, "-c", "from recapture.cli import main; main()", "trajectory", "--trajectory.file",
          str(tmp_path / "missing.json"), "--output", str(tmp_path / "out")],
         capture_output=True, text=True, timeout=120,
     )
