@@ -65,3 +65,23 @@ def test_module_level_imports_go_down_the_layers() -> None:
             if RANK[dst] >= RANK[src]:
                 bad.append(f"{rel}:{line} imports {module} (layer {RANK[dst]} >= {src}'s {RANK[src]})")
     assert not bad, "\n".join(bad)
+
+
+def _all_imports(path: Path) -> list[tuple[str, int]]:
+    """Every import in a module, lazy ones inside functions included."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.append((node.module, node.lineno))
+        elif isinstance(node, ast.Import):
+            found += [(a.name, node.lineno) for a in node.names]
+    return found
+
+
+def test_only_training_imports_lightning() -> None:
+    """Stages below ``training`` are plain torch: not even a lazy import of Lightning elsewhere."""
+    bad = [f"{path.relative_to(ROOT)}:{line} imports {module}"
+           for path in sorted(ROOT.rglob("*.py")) if path.relative_to(ROOT).parts[0] not in ("training", "cli.py")
+           for module, line in _all_imports(path) if module.split(".")[0] in ("lightning", "pytorch_lightning")]
+    assert not bad, "\n".join(bad)
+    assert any(m.startswith("lightning") for m, _ in _all_imports(ROOT / "training" / "module.py"))  # the check sees imports
