@@ -26,7 +26,7 @@ from collections.abc import Callable
 import torch
 from kornia.geometry.depth import unproject_meshgrid
 
-from recapture.anchor import render_anchor
+from recapture.anchor import SplatSettings, render_anchor
 from recapture.anchor.render import NEAR_FRACTION
 from recapture.cameras import intrinsics_from_fov, make_trajectory
 from recapture.depth import ground_plane_depth
@@ -58,7 +58,7 @@ def naive_zbuffer(frames: torch.Tensor, depth: torch.Tensor, K: torch.Tensor, c2
 
     Lift with kornia's pixel rays, one homogeneous matrix product into the target cameras, project,
     pack ``(quantised depth, point index)`` keys, one ``scatter_reduce("amin")`` per clip, one
-    gather. Same conventions as ``render_anchor(mode="hard")`` (nearest point wins, ties to the
+    gather. Same conventions as ``render_anchor`` in hard mode (nearest point wins, ties to the
     lower index, points nearer than ``NEAR_FRACTION`` of the frame's farthest depth dropped).
 
     Returns:
@@ -100,14 +100,16 @@ def row_fns(scene: Scene, modes: list[str], backward: bool) -> dict[str, Callabl
             return float(naive_zbuffer(frames, depth, K, c2w)[1].mean())
 
     def render(mode: str, footprint: int, grad: bool) -> Callable[[], float]:
+        splat = SplatSettings(mode=mode, footprint=footprint)
+
         def once() -> float:
             if grad:
                 f = frames.clone().requires_grad_()
-                out = render_anchor(f, depth, K, c2w, mode=mode, footprint=footprint)
+                out = render_anchor(f, depth, K, c2w, splat=splat)
                 out.frames.sum().backward()
             else:
                 with torch.no_grad():
-                    out = render_anchor(frames, depth, K, c2w, mode=mode, footprint=footprint)
+                    out = render_anchor(frames, depth, K, c2w, splat=splat)
             return float(out.coverage.mean())
 
         return once
@@ -151,7 +153,7 @@ def time_rows(
 
 
 def outputs_match(scene: Scene) -> bool:
-    """Whether ``render_anchor(mode="hard")`` reproduces the naive z-buffer bit for bit."""
+    """Whether ``render_anchor`` (hard mode, the default) reproduces the naive z-buffer bit for bit."""
     with torch.no_grad():
         image, mask = naive_zbuffer(*scene)
         out = render_anchor(*scene)

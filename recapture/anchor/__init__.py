@@ -1,7 +1,8 @@
 """Anchor videos (paper section 3.2): point clouds from depth, re-rendered along a new trajectory.
 
 * :func:`render_anchor` - tensors in, :class:`AnchorVideo` (frames + validity mask) out; hard
-  z-buffer or differentiable soft splatting on kornia geometry;
+  z-buffer or differentiable soft splatting on kornia geometry, set by :class:`SplatSettings`,
+  :class:`MaskSettings` and :class:`FusionSettings`;
 * :func:`build_anchor` / :func:`write_anchor_outputs` - the cached stage-1 pipeline behind
   ``recapture anchor`` and the data module.
 """
@@ -16,12 +17,16 @@ from recapture.anchor.pipeline import (
 )
 from recapture.anchor.points import depth_to_points, invert_rigid, neighbor_points
 from recapture.anchor.render import AnchorVideo, render_anchor
+from recapture.anchor.settings import FusionSettings, MaskSettings, SplatSettings
 from recapture.anchor.splat import splat_hard, splat_soft
 
 __all__ = [
     "AnchorConfig",
     "AnchorResult",
     "AnchorVideo",
+    "FusionSettings",
+    "MaskSettings",
+    "SplatSettings",
     "build_anchor",
     "depth_to_points",
     "invert_rigid",

@@ -22,9 +22,9 @@ def refine_mask(
     ``dilate=n, erode=n`` is a morphological closing: pinholes vanish, large holes keep their size.
 
     Args:
-        frames: :math:`(T, C, H, W)`, 0 where ``mask`` is 0.
-        mask: :math:`(T, 1, H, W)` in {0, 1}.
-        depth: optional :math:`(T, 1, H, W)`.
+        frames: ``(T, C, H, W)``, 0 where ``mask`` is 0.
+        mask: ``(T, 1, H, W)`` in {0, 1}.
+        depth: optional ``(T, 1, H, W)``.
         erode: erosion radius in pixels.
         dilate: dilation radius in pixels.
 

@@ -1,7 +1,8 @@
 """Stage 1 end to end: depth -> scene scale -> scaled trajectory -> anchor render -> report, cached.
 
 :func:`build_anchor` is what ``recapture anchor`` and the data module call; :func:`write_anchor_outputs`
-writes what a user looks at (anchor, mask, side-by-side preview, trajectory, report).
+(:mod:`recapture.anchor.outputs`) writes what a user looks at (anchor, mask, side-by-side preview,
+trajectory, report).
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from recapture.anchor.cache import load_entry, save_entry
+from recapture.anchor.outputs import write_anchor_outputs
 from recapture.anchor.render import AnchorVideo, render_anchor
+from recapture.anchor.settings import FusionSettings, MaskSettings, SplatSettings
 from recapture.depth.base import DepthEstimator, check_depth, check_frames, scene_scale
-from recapture.utils import RecaptureError, hash_inputs, write_json
+from recapture.utils import RecaptureError, hash_inputs
 
 if TYPE_CHECKING:
     from recapture.cameras import Trajectory
@@ -32,7 +34,6 @@ log = logging.getLogger(__name__)
 __all__ = ["AnchorConfig", "AnchorResult", "build_anchor", "preflight_message", "write_anchor_outputs"]
 
 CACHE_VERSION = "anchor-v1"  # bump when rendering changes so stale entries are not reused
-PREVIEW_TILE_WIDTH = 512
 
 
 @dataclass
@@ -66,23 +67,35 @@ class AnchorConfig:
     cache_dir: str | None = ".recapture_cache/anchors"
     progress: bool = True
 
+    def splat_settings(self) -> SplatSettings:
+        """``mode``, ``footprint`` and ``soft_beta`` for :func:`~recapture.anchor.render_anchor`."""
+        return SplatSettings(mode=self.mode, footprint=self.footprint, soft_beta=self.soft_beta)
+
+    def mask_settings(self) -> MaskSettings:
+        """``mask_erode`` and ``mask_dilate`` for :func:`~recapture.anchor.render_anchor`."""
+        return MaskSettings(erode=self.mask_erode, dilate=self.mask_dilate)
+
+    def fusion_settings(self) -> FusionSettings:
+        """``fuse_neighbors`` for :func:`~recapture.anchor.render_anchor`."""
+        return FusionSettings(neighbors=self.fuse_neighbors)
+
 
 @dataclass
 class AnchorResult:
     """Everything stage 1 produced.
 
     Attributes:
-        source: source video :math:`(T, 3, H, W)`.
+        source: source video ``(T, 3, H, W)``.
         anchor: the anchor video and its validity mask.
-        depth: source depth :math:`(T, 1, H, W)` in depth units.
-        K: target intrinsics :math:`(T, 3, 3)` (the anchor video's cameras; zoom changes them).
-        c2w: target poses :math:`(T, 4, 4)` relative to each source frame, in depth units.
+        depth: source depth ``(T, 1, H, W)`` in depth units.
+        K: target intrinsics ``(T, 3, 3)`` (the anchor video's cameras; zoom changes them).
+        c2w: target poses ``(T, 4, 4)`` relative to each source frame, in depth units.
         trajectory: the trajectory as given (scene units).
         fps: frame rate of the source clip.
         depth_source: the depth estimator's name.
         scene_scale: depth units per scene unit (median depth of frame 0).
         report: the JSON report (see :func:`build_anchor`).
-        K_source: source intrinsics :math:`(3, 3)`.
+        K_source: source intrinsics ``(3, 3)``.
     """
 
     source: Tensor
@@ -112,7 +125,7 @@ def preflight_message(
     distance (frame 13 coverage 53.0% < anchor.min_coverage 60%, mean coverage 75.0%)"``.
 
     Args:
-        coverage: valid fraction per frame :math:`(T,)` (a single float is one frame).
+        coverage: valid fraction per frame ``(T,)`` (a single float is one frame).
         min_coverage: ``AnchorConfig.min_coverage``.
         move: the move's name for the message (``"orbit"``).
     """
@@ -175,17 +188,35 @@ def build_anchor(
     diffusion runs; it is recomputed on cache hits, so changing ``min_coverage`` needs no re-render.
 
     Args:
-        frames: source video :math:`(T, 3, H, W)` in [0, 1].
+        frames: source video ``(T, 3, H, W)`` in [0, 1].
         fps: its frame rate.
         depth_estimator: where depth comes from.
         trajectory: new camera per frame, relative to the source camera, in scene units.
         config: rendering settings.
-        K: source intrinsics :math:`(3, 3)`; default from ``config.fov_deg``.
+        K: source intrinsics ``(3, 3)``; default from ``config.fov_deg``.
         cache_key_extra: anything else that should invalidate the cache (e.g. the video path).
 
     Returns:
         :class:`AnchorResult`.
     """
+    K, source_K = _check_inputs(frames, trajectory, config, K)
+    key = _cache_key(frames, depth_estimator, trajectory, config, K, cache_key_extra)
+    entry_path = Path(config.cache_dir) / f"{key}.pt" if config.cache_dir else None
+    result = _cached(entry_path, key, frames, fps, trajectory, config)
+    if result is None:
+        cache = "miss" if entry_path is not None else "off"
+        fields = {"cache": cache, "cache_key": key}
+        result = _compute(frames, fps, depth_estimator, trajectory, config, K, source_K, fields)
+        if entry_path is not None:
+            save_entry(entry_path, result)
+    _preflight(result.report, config)  # here, so that the warning points at build_anchor's caller
+    return result
+
+
+def _check_inputs(
+    frames: Tensor, trajectory: Trajectory, config: AnchorConfig, K: Tensor | None
+) -> tuple[Tensor | None, Tensor]:
+    """Check the clip, the trajectory's length and ``K``: ``(K as float or None, source intrinsics)``."""
     from recapture.cameras import intrinsics_from_fov
 
     check_frames(frames)
@@ -200,38 +231,63 @@ def build_anchor(
         if K.shape != (3, 3):
             raise RecaptureError(f"K must be the (3, 3) source intrinsics, got {tuple(K.shape)}")
     source_K = K if K is not None else intrinsics_from_fov(config.fov_deg, h, w)
-    move = _move_name(trajectory)
+    return K, source_K
 
-    key = _cache_key(frames, depth_estimator, trajectory, config, K, cache_key_extra)
-    entry_path = Path(config.cache_dir) / f"{key}.pt" if config.cache_dir else None
+
+def _cached(
+    entry_path: Path | None,
+    key: str,
+    frames: Tensor,
+    fps: float,
+    trajectory: Trajectory,
+    config: AnchorConfig,
+) -> AnchorResult | None:
+    """The cache entry's result (with this run's timings and preflight warning), or None on a miss."""
+    if entry_path is None:
+        return None
     t_load = time.perf_counter()
-    entry = load_entry(entry_path) if entry_path is not None else None
-    if entry_path is not None:
-        log.info("anchor cache %s %s", "hit" if entry is not None else "miss", key)
-    if entry is not None:
-        # timings are this run's (loading the entry); the run that computed it is kept apart
-        report = dict(entry["report"], cache="hit", timings={"load_s": time.perf_counter() - t_load},
-                      computed_timings=entry["report"].get("timings", {}))
-        report["coverage_min_frame"] = _worst_frame(report["coverage"])
-        report["preflight_warning"] = preflight_message(report["coverage"], config.min_coverage, move)
-        result = AnchorResult(
-            source=frames,
-            anchor=AnchorVideo(
-                entry["anchor_frames"], entry["anchor_mask"], entry["anchor_depth"], entry["info"]
-            ),
-            depth=entry["depth"],
-            K=entry["K"],
-            c2w=entry["c2w"],
-            trajectory=trajectory,
-            fps=float(fps),
-            depth_source=report["depth_source"],
-            scene_scale=float(entry["scene_scale"]),
-            report=report,
-            K_source=entry["K_source"],
-        )
-        _preflight(report, config)
-        return result
+    entry = load_entry(entry_path)
+    log.info("anchor cache %s %s", "hit" if entry is not None else "miss", key)
+    if entry is None:
+        return None
+    # timings are this run's (loading the entry); the run that computed it is kept apart
+    report = dict(entry["report"], cache="hit", timings={"load_s": time.perf_counter() - t_load},
+                  computed_timings=entry["report"].get("timings", {}))
+    report["coverage_min_frame"] = _worst_frame(report["coverage"])
+    move = _move_name(trajectory)
+    report["preflight_warning"] = preflight_message(report["coverage"], config.min_coverage, move)
+    return AnchorResult(
+        source=frames,
+        anchor=AnchorVideo(
+            entry["anchor_frames"], entry["anchor_mask"], entry["anchor_depth"], entry["info"]
+        ),
+        depth=entry["depth"],
+        K=entry["K"],
+        c2w=entry["c2w"],
+        trajectory=trajectory,
+        fps=float(fps),
+        depth_source=report["depth_source"],
+        scene_scale=float(entry["scene_scale"]),
+        report=report,
+        K_source=entry["K_source"],
+    )
 
+
+def _compute(
+    frames: Tensor,
+    fps: float,
+    depth_estimator: DepthEstimator,
+    trajectory: Trajectory,
+    config: AnchorConfig,
+    K: Tensor | None,
+    source_K: Tensor,
+    cache_fields: dict[str, str],
+) -> AnchorResult:
+    """Depth, scene scale, scaled trajectory, render (and the fusion gain) and report.
+
+    ``K`` is the given source intrinsics (None: ``source_K`` is from ``config.fov_deg``);
+    ``cache_fields`` are the report's ``cache`` and ``cache_key`` entries.
+    """
     t0 = time.perf_counter()
     depth = depth_estimator(frames)
     check_depth(depth, frames)
@@ -243,39 +299,76 @@ def build_anchor(
         log.warning(
             "anchor: depth is the weight-free PRIOR %s (report: depth_is_prior=true)", depth_estimator.name
         )
-    kwargs = dict(
-        mode=config.mode,
-        footprint=config.footprint,
-        mask_erode=config.mask_erode,
-        mask_dilate=config.mask_dilate,
-        K_target=target_K,
-        soft_beta=config.soft_beta,
-    )
     with torch.no_grad():
-        anchor = render_anchor(
-            frames,
-            depth,
-            source_K,
-            scaled.c2w,
-            fuse_neighbors=config.fuse_neighbors,
-            progress=config.progress,
-            **kwargs,
-        )
+        anchor = render_anchor(frames, depth, source_K, scaled.c2w, K_target=target_K,
+                               splat=config.splat_settings(), mask=config.mask_settings(),
+                               fusion=config.fusion_settings(), progress=config.progress)
         t2 = time.perf_counter()
-        fusion = None
-        if config.fuse_neighbors:
-            plain = render_anchor(frames, depth, source_K, scaled.c2w, **kwargs)
-            base, fused = float(plain.coverage.mean()), float(anchor.coverage.mean())
-            fusion = {
-                "fuse_neighbors": config.fuse_neighbors,
-                "coverage_mean_unfused": base,
-                "coverage_gain": fused - base,
-            }
-            log.info(
-                "anchor: neighbour fusion raised mean coverage %.1f%% -> %.1f%%", 100 * base, 100 * fused
-            )
+        fusion = _fusion_report(anchor, frames, depth, source_K, scaled.c2w, target_K, config)
+    report = _report(anchor, frames, fps, depth_estimator, trajectory, config, K, scale)
+    timings = {"depth_s": t1 - t0, "render_s": t2 - t1, "total_s": time.perf_counter() - t0}
+    report.update(timings=timings, **cache_fields)
+    if fusion is not None:
+        report["fusion"] = fusion
+    move = _move_name(trajectory)
+    report["preflight_warning"] = preflight_message(anchor.coverage, config.min_coverage, move)
+    return AnchorResult(
+        source=frames,
+        anchor=anchor,
+        depth=depth,
+        K=target_K,
+        c2w=scaled.c2w,
+        trajectory=trajectory,
+        fps=float(fps),
+        depth_source=depth_estimator.name,
+        scene_scale=scale,
+        report=report,
+        K_source=source_K,
+    )
+
+
+def _fusion_report(
+    anchor: AnchorVideo,
+    frames: Tensor,
+    depth: Tensor,
+    source_K: Tensor,
+    c2w: Tensor,
+    target_K: Tensor,
+    config: AnchorConfig,
+) -> dict[str, Any] | None:
+    """With ``fuse_neighbors``: the mean coverage without fusion and the gain, else None.
+
+    This renders the clip a second time, without fusion: the fused render cannot tell which pixels
+    only neighbours' points reached (the z-buffer keeps the winner, and the mask is eroded and
+    dilated after the union), so the unfused coverage is not derivable from it.
+    """
+    if not config.fuse_neighbors:
+        return None
+    plain = render_anchor(frames, depth, source_K, c2w, K_target=target_K,
+                          splat=config.splat_settings(), mask=config.mask_settings())
+    base, fused = float(plain.coverage.mean()), float(anchor.coverage.mean())
+    log.info("anchor: neighbour fusion raised mean coverage %.1f%% -> %.1f%%", 100 * base, 100 * fused)
+    return {
+        "fuse_neighbors": config.fuse_neighbors,
+        "coverage_mean_unfused": base,
+        "coverage_gain": fused - base,
+    }
+
+
+def _report(
+    anchor: AnchorVideo,
+    frames: Tensor,
+    fps: float,
+    depth_estimator: DepthEstimator,
+    trajectory: Trajectory,
+    config: AnchorConfig,
+    K: Tensor | None,
+    scale: float,
+) -> dict[str, Any]:
+    """The report of a fresh render, up to ``empty_frames`` (timings, cache and preflight follow)."""
+    t_len, _, h, w = frames.shape
     coverage = anchor.coverage
-    report: dict[str, Any] = {
+    return {
         "num_frames": t_len,
         "height": h,
         "width": w,
@@ -292,30 +385,7 @@ def build_anchor(
         "fov_deg": None if K is not None else config.fov_deg,
         "trajectory": getattr(trajectory, "name", ""),
         "empty_frames": anchor.info.get("empty_frames", []),
-        "timings": {"depth_s": t1 - t0, "render_s": t2 - t1, "total_s": time.perf_counter() - t0},
-        "cache": "miss" if entry_path is not None else "off",
-        "cache_key": key,
     }
-    if fusion is not None:
-        report["fusion"] = fusion
-    report["preflight_warning"] = preflight_message(coverage, config.min_coverage, move)
-    result = AnchorResult(
-        source=frames,
-        anchor=anchor,
-        depth=depth,
-        K=target_K,
-        c2w=scaled.c2w,
-        trajectory=trajectory,
-        fps=float(fps),
-        depth_source=depth_estimator.name,
-        scene_scale=scale,
-        report=report,
-        K_source=source_K,
-    )
-    if entry_path is not None:
-        save_entry(entry_path, result)
-    _preflight(report, config)
-    return result
 
 
 def _worst_frame(coverage: Sequence[float]) -> int:
@@ -327,58 +397,3 @@ def _preflight(report: dict[str, Any], config: AnchorConfig) -> None:
     if msg:
         warnings.warn(msg, UserWarning, stacklevel=3)
         log.warning("preflight: %s", msg)
-
-
-def _preview_tiles(result: AnchorResult) -> list[Tensor]:
-    from recapture.io import overlay_mask
-
-    tiles = [
-        result.source.float(),
-        result.anchor.frames.float(),
-        overlay_mask(result.anchor.frames.float(), result.anchor.mask),
-    ]
-    w = tiles[0].shape[-1]
-    if w > PREVIEW_TILE_WIDTH:  # keep the 3-wide preview a sensible size
-        size = (round(tiles[0].shape[-2] * PREVIEW_TILE_WIDTH / w / 2) * 2, PREVIEW_TILE_WIDTH)
-        tiles = [
-            F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False) for x in tiles
-        ]
-    return [x.clamp(0, 1) for x in tiles]
-
-
-def write_anchor_outputs(result: AnchorResult, out_dir: str | Path) -> dict[str, Path]:
-    """Write ``anchor.mp4``, ``mask.mp4``, ``preview.mp4``, ``trajectory.json`` and ``report.json``.
-
-    Every file is written atomically; the videos at :func:`~recapture.io.watchable_fps` (the source's
-    rate, slowed so that the clip lasts at least 1.5 s; ``report.json`` says which). The preview shows source | anchor | mask overlay (invalid
-    pixels tinted) side by side with captions; the overlay's ``valid N%`` caption is each frame's
-    own coverage.
-
-    Args:
-        result: what :func:`build_anchor` returned.
-        out_dir: output folder (created).
-
-    Returns:
-        ``{"anchor": path, "mask": path, "preview": path, "trajectory": path, "report": path}``.
-    """
-    from recapture.cameras import save_trajectory
-    from recapture.io import make_grid, watchable_fps, write_video
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    fps = watchable_fps(result.fps, result.anchor.frames.shape[0])  # a short clip is slowed to be seen
-    files = {
-        "anchor": write_video(out / "anchor.mp4", result.anchor.frames.clamp(0, 1), fps),
-        "mask": write_video(out / "mask.mp4", result.anchor.mask, fps),
-    }
-    per_frame = [f"valid {c:.0%} (red: to generate)" for c in result.report["coverage"]]
-    captions: list[str | list[str]] = ["source", "anchor", per_frame]
-    if result.report.get("depth_is_prior"):
-        captions[1] = "anchor (depth prior)"
-    files["preview"] = write_video(
-        out / "preview.mp4", make_grid(_preview_tiles(result), captions=captions), fps
-    )
-    files["trajectory"] = save_trajectory(result.trajectory, out / "trajectory.json")
-    files["report"] = write_json(out / "report.json", {**result.report, "video_fps": fps})
-    log.info("anchor outputs written to %s (videos at %.3g fps; source %.3g fps)", out, fps, result.fps)
-    return {k: Path(v) for k, v in files.items()}

@@ -23,12 +23,12 @@ def pixel_rays(K: Tensor, size: tuple[int, int], dtype: torch.dtype | None = Non
     """The ray through every pixel at depth 1 (kornia ``unproject_meshgrid``), to reuse across frames.
 
     Args:
-        K: intrinsics :math:`(3, 3)`.
+        K: intrinsics ``(3, 3)``.
         size: ``(H, W)``.
         dtype: result dtype (default K's).
 
     Returns:
-        :math:`(1, H, W, 3)`.
+        ``(1, H, W, 3)``.
     """
     return unproject_meshgrid(*size, K[None], device=K.device, dtype=dtype or K.dtype)
 
@@ -37,12 +37,12 @@ def depth_to_points(depth: Tensor, K: Tensor, rays: Tensor | None = None) -> Ten
     """Lift a planar depth map to camera-frame points (kornia ``depth_to_3d_v2``).
 
     Args:
-        depth: :math:`(1, H, W)` or :math:`(H, W)` planar depth.
-        K: intrinsics :math:`(3, 3)`.
+        depth: ``(1, H, W)`` or ``(H, W)`` planar depth.
+        K: intrinsics ``(3, 3)``.
         rays: optional :func:`pixel_rays` for this K and size (skips rebuilding the grid).
 
     Returns:
-        points :math:`(H W, 3)` in row-major pixel order, ``((u - cx) z / fx, (v - cy) z / fy, z)``.
+        points ``(H W, 3)`` in row-major pixel order, ``((u - cx) z / fx, (v - cy) z / fy, z)``.
     """
     d = depth.reshape(1, *depth.shape[-2:])
     return depth_to_3d_v2(d, K[None].to(d.dtype), xyz_grid=rays).reshape(-1, 3)
@@ -59,11 +59,11 @@ def depth_to_points_frames(depth: Tensor, rays: Tensor) -> Tensor:
     homogeneous layout (no concatenation) when no gradient is needed.
 
     Args:
-        depth: planar depth :math:`(T, 1, H, W)`.
-        rays: :func:`pixel_rays` :math:`(1, H, W, 3)` shared by all frames, or :math:`(T, H, W, 3)`.
+        depth: planar depth ``(T, 1, H, W)``.
+        rays: :func:`pixel_rays` ``(1, H, W, 3)`` shared by all frames, or ``(T, H, W, 3)``.
 
     Returns:
-        :math:`(T, H W, 4)`, rows ``((u - cx) z / fx, (v - cy) z / fy, z, 1)`` in row-major pixel order.
+        ``(T, H W, 4)``, rows ``((u - cx) z / fx, (v - cy) z / fy, z, 1)`` in row-major pixel order.
     """
     t, hw = depth.shape[0], depth.shape[-2] * depth.shape[-1]
     rays, z = rays.reshape(-1, hw, 3), depth.reshape(t, hw, 1)
@@ -83,11 +83,11 @@ def transform_frames(poses: Tensor, points_h: Tensor) -> Tensor:
     :func:`invert_rigid` builds) ``w`` is exactly 1 and kornia's division by it changes nothing.
 
     Args:
-        poses: rigid transforms :math:`(T, 4, 4)`.
-        points_h: homogeneous points :math:`(T, N, 4)` with ``w = 1`` (:func:`depth_to_points_frames`).
+        poses: rigid transforms ``(T, 4, 4)``.
+        points_h: homogeneous points ``(T, N, 4)`` with ``w = 1`` (:func:`depth_to_points_frames`).
 
     Returns:
-        transformed points :math:`(T, N, 3)` (a view into a :math:`(T, N, 4)` buffer).
+        transformed points ``(T, N, 3)`` (a view into a ``(T, N, 4)`` buffer).
     """
     poses_t = poses.to(points_h.dtype).transpose(1, 2)
     if _needs_grad(poses, points_h):
@@ -103,10 +103,10 @@ def invert_rigid(pose: Tensor) -> Tensor:
     """Invert rigid transforms in closed form (``R^T``, ``-R^T t``); differentiable.
 
     Args:
-        pose: :math:`(*, 4, 4)`.
+        pose: ``(*, 4, 4)``.
 
     Returns:
-        the inverse, :math:`(*, 4, 4)`.
+        the inverse, ``(*, 4, 4)``.
     """
     rot_t = pose[..., :3, :3].transpose(-1, -2)
     trans = -(rot_t @ pose[..., :3, 3:])
@@ -117,7 +117,7 @@ def invert_rigid(pose: Tensor) -> Tensor:
 
 
 def transform(pose: Tensor, points: Tensor) -> Tensor:
-    """Apply a :math:`(4, 4)` transform to points :math:`(N, 3)` (kornia ``transform_points``)."""
+    """Apply a ``(4, 4)`` transform to points ``(N, 3)`` (kornia ``transform_points``)."""
     return transform_points(pose[None].to(points.dtype), points[None])[0]
 
 
@@ -147,14 +147,14 @@ def neighbor_points(
     ``t``'s own surface add nothing and are dropped too.
 
     Args:
-        frames: :math:`(T, C, H, W)`.
-        depth: planar depth :math:`(T, 1, H, W)`.
-        K: intrinsics :math:`(T, 3, 3)`.
+        frames: ``(T, C, H, W)``.
+        depth: planar depth ``(T, 1, H, W)``.
+        K: intrinsics ``(T, 3, 3)``.
         t: the frame being filled.
         radius: how many frames on each side to use.
-        source_c2w: source camera poses :math:`(T, 4, 4)` in a common world frame; ``None`` means a
+        source_c2w: source camera poses ``(T, 4, 4)`` in a common world frame; ``None`` means a
             static source camera (all identity).
-        valid: optional :math:`(T, 1, H, W)`; pixels where it is 0 contribute no point.
+        valid: optional ``(T, 1, H, W)``; pixels where it is 0 contribute no point.
         depth_tol: relative depth tolerance of the occlusion test.
         near: points at ``z <= near`` are dropped.
 

@@ -6,8 +6,7 @@ import logging
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
-from typing import Any, Literal
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -23,13 +22,14 @@ from recapture.anchor.points import (
     transform,
     transform_frames,
 )
+from recapture.anchor.settings import FusionSettings, MaskSettings, SplatSettings
 from recapture.anchor.splat import splat_hard, splat_soft
 from recapture.depth.base import check_depth, check_frames
 from recapture.utils import RecaptureError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["AnchorVideo", "render_anchor"]
+__all__ = ["AnchorVideo", "FusionSettings", "MaskSettings", "SplatSettings", "render_anchor"]
 
 # Points nearer than this fraction of the frame's largest source depth count as "at the camera".
 NEAR_FRACTION = 1e-5
@@ -40,9 +40,9 @@ class AnchorVideo:
     """A re-rendered video and where it is valid.
 
     Attributes:
-        frames: :math:`(T, 3, H, W)` in [0, 1], 0 where invalid.
-        mask: :math:`(T, 1, H, W)` float in {0, 1}: 1 where a visible source surface landed.
-        depth: :math:`(T, 1, H, W)` rendered planar depth in the target cameras, 0 where invalid.
+        frames: ``(T, 3, H, W)`` in [0, 1], 0 where invalid.
+        mask: ``(T, 1, H, W)`` float in {0, 1}: 1 where a visible source surface landed.
+        depth: ``(T, 1, H, W)`` rendered planar depth in the target cameras, 0 where invalid.
         info: diagnostics (``empty_frames``, ``fused_points`` per frame, ...).
     """
 
@@ -53,7 +53,7 @@ class AnchorVideo:
 
     @property
     def coverage(self) -> Tensor:
-        """Valid fraction per frame, :math:`(T,)`."""
+        """Valid fraction per frame, ``(T,)``."""
         return self.mask.detach().flatten(1).float().mean(1)
 
     @property
@@ -111,7 +111,7 @@ def _per_frame(k: Tensor, t: int) -> Tensor:
 def _frame_points(
     frames: Tensor, depth: Tensor, Ks: Tensor, t: int, rays: Tensor | None, source_mask: Tensor | None
 ) -> tuple[Tensor, Tensor, float]:
-    """Frame ``t``'s source-camera points :math:`(N, 3)`, colours :math:`(N, C)` and near distance."""
+    """Frame ``t``'s source-camera points ``(N, 3)``, colours ``(N, C)`` and near distance."""
     pts = depth_to_points(depth[t], Ks[t], rays=rays)
     col = frames[t].flatten(1).T
     d_ok = depth[t]
@@ -124,19 +124,12 @@ def _frame_points(
 
 
 def _splat(
-    points: Tensor,
-    colors: Tensor,
-    K: Tensor,
-    nears: list[float],
-    mode: str,
-    size: tuple[int, int],
-    footprint: int,
-    beta: float,
+    points: Tensor, colors: Tensor, K: Tensor, nears: list[float], splat: SplatSettings, size: tuple[int, int]
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Splat target-camera clouds :math:`(B, N, 3)` with colours :math:`(B, N, C)`: (image, depth, mask)."""
-    if mode == "hard":
-        return splat_hard(points, colors, K, size, footprint=footprint, near=nears)
-    return splat_soft(points, colors, K, size, beta=beta, near=nears)
+    """Splat target-camera clouds ``(B, N, 3)`` with colours ``(B, N, C)``: (image, depth, mask)."""
+    if splat.mode == "hard":
+        return splat_hard(points, colors, K, size, footprint=splat.footprint, near=nears)
+    return splat_soft(points, colors, K, size, beta=splat.soft_beta, near=nears)
 
 
 def _report_empty(mask: Tensor, in_front: Callable[[int], int]) -> list[int]:
@@ -166,76 +159,41 @@ def _report_empty(mask: Tensor, in_front: Callable[[int], int]) -> list[int]:
     return empty
 
 
-def render_anchor(
+def _check_settings(splat: SplatSettings, mask: MaskSettings, fusion: FusionSettings) -> None:
+    if splat.mode not in ("hard", "soft"):
+        raise RecaptureError(f"mode must be 'hard' or 'soft', got {splat.mode!r}")
+    if splat.footprint < 1 or splat.footprint % 2 == 0:
+        raise RecaptureError(f"footprint must be an odd number >= 1, got {splat.footprint}")
+    if min(mask.erode, mask.dilate, fusion.neighbors) < 0:
+        raise RecaptureError(
+            "mask_erode, mask_dilate and fuse_neighbors must be >= 0, got "
+            f"{mask.erode}, {mask.dilate}, {fusion.neighbors}"
+        )
+
+
+class _Inputs(NamedTuple):
+    """The renderer's inputs in one dtype on the frames' device, intrinsics per frame."""
+
+    frames: Tensor
+    depth: Tensor
+    source_mask: Tensor | None
+    source_c2w: Tensor | None
+    Ks: Tensor
+    Kt: Tensor
+    w2c: Tensor
+    shared_rays: Tensor | None  # one pixel-ray grid when every frame has the same K
+
+
+def _prepare(
     frames: Tensor,
     depth: Tensor,
     K: Tensor,
     c2w: Tensor,
-    mode: Literal["hard", "soft"] = "hard",
-    footprint: int = 1,
-    mask_erode: int = 0,
-    mask_dilate: int = 0,
-    fuse_neighbors: int = 0,
-    source_c2w: Tensor | None = None,
-    source_mask: Tensor | None = None,
-    K_target: Tensor | None = None,
-    soft_beta: float = 50.0,
-    progress: bool = False,
-) -> AnchorVideo:
-    """Re-render every frame from its new camera: the anchor video and its validity mask.
-
-    Frame ``t`` is lifted to a point cloud with its depth and ``K``, moved into the target camera
-    ``c2w[t]`` (given relative to frame ``t``'s source camera, so ``c2w = I`` reproduces the input)
-    and splatted: ``mode="hard"`` is a deterministic z-buffer (nearest surface wins);
-    ``mode="soft"`` a differentiable softmax splat (gradients reach frames, depth and ``c2w``).
-    Points behind the target camera are dropped; pixels no point reaches (disocclusions, regions
-    outside the source view) are 0 in ``frames`` and in ``mask``.
-
-    Args:
-        frames: source video :math:`(T, 3, H, W)` in [0, 1].
-        depth: planar depth :math:`(T, 1, H, W)`, finite and > 0 (where ``source_mask`` is 1).
-        K: source intrinsics :math:`(3, 3)` or :math:`(T, 3, 3)` in pixels.
-        c2w: target camera of frame t relative to the source camera of frame t,
-            :math:`(T, 4, 4)`, OpenCV axes, translation in depth units.
-        mode: ``"hard"`` or ``"soft"``.
-        footprint: hard mode: odd splat size in pixels; 1 is exact, 3 closes slant pinholes.
-        mask_erode: shrink the valid region by this many pixels (drop unreliable hole rims).
-        mask_dilate: grow the valid region by this many pixels, filling with neighbouring colours
-            (applied before erosion; equal values give a closing that removes pinholes).
-        fuse_neighbors: beyond the paper, off by default: also splat points of the ``n`` frames on
-            each side that frame t's depth says are hidden static background (see
-            :func:`~recapture.anchor.points.neighbor_points`), filling disocclusions with real pixels.
-        source_c2w: source camera poses :math:`(T, 4, 4)` for ``fuse_neighbors``; ``None`` assumes
-            a static source camera.
-        source_mask: optional :math:`(T, 1, H, W)`; pixels where it is 0 (e.g. sensor depth holes)
-            produce no point and their depth is not checked.
-        K_target: target intrinsics :math:`(3, 3)` or :math:`(T, 3, 3)` (zoom); default ``K``.
-        soft_beta: soft mode depth sharpness (see :func:`~recapture.anchor.splat.splat_soft`).
-        progress: show a progress bar over frames.
-
-    Returns:
-        :class:`AnchorVideo` with ``frames`` :math:`(T, 3, H, W)`, ``mask`` and ``depth``
-        :math:`(T, 1, H, W)`.
-
-    Raises:
-        RecaptureError: on shape mismatches, bad depth, non-rigid poses, or when no frame sees any
-            point (a warning names frames that are empty while others are not).
-    """
-    if mode not in ("hard", "soft"):
-        raise RecaptureError(f"mode must be 'hard' or 'soft', got {mode!r}")
-    if footprint < 1 or footprint % 2 == 0:
-        raise RecaptureError(f"footprint must be an odd number >= 1, got {footprint}")
-    if min(mask_erode, mask_dilate, fuse_neighbors) < 0:
-        raise RecaptureError(
-            "mask_erode, mask_dilate and fuse_neighbors must be >= 0, got "
-            f"{mask_erode}, {mask_dilate}, {fuse_neighbors}"
-        )
-    _check_inputs(frames, depth, K, c2w, K_target, source_mask)
-    if source_c2w is not None and (source_c2w.ndim != 3 or source_c2w.shape != c2w.shape):
-        raise RecaptureError(f"source_c2w must be {tuple(c2w.shape)} like c2w, got {_shape(source_c2w)}")
-    t_len, c, h, w = frames.shape
-    if not frames.is_floating_point():
-        raise RecaptureError(f"frames must be float in [0, 1], got {frames.dtype}; divide uint8 video by 255")
+    K_target: Tensor | None,
+    source_c2w: Tensor | None,
+    source_mask: Tensor | None,
+) -> _Inputs:
+    t_len, _, h, w = frames.shape
     dtype = torch.promote_types(frames.dtype, depth.dtype) if depth.is_floating_point() else frames.dtype
     frames = frames.to(dtype)
     depth = depth.to(frames.device, dtype)
@@ -248,40 +206,115 @@ def render_anchor(
     w2c = invert_rigid(c2w.to(frames.device, dtype))
     # one pixel-ray grid per distinct K (usually one for the whole video); not for gradients w.r.t. K
     shared_rays = pixel_rays(Ks[0], (h, w)) if bool((Ks == Ks[:1]).all()) and not Ks.requires_grad else None
+    return _Inputs(frames, depth, source_mask, source_c2w, Ks, Kt, w2c, shared_rays)
 
-    splat = partial(_splat, mode=mode, size=(h, w), footprint=footprint, beta=soft_beta)
-    if source_mask is None and not fuse_neighbors:
-        # every frame has the same H W points: the whole clip goes through one batch of tensor ops
-        nears = [NEAR_FRACTION * d for d in depth.detach().flatten(1).amax(1).tolist()]
-        rays = shared_rays if shared_rays is not None else torch.cat([pixel_rays(k, (h, w)) for k in Ks])
-        pts = transform_frames(w2c, depth_to_points_frames(depth, rays))
-        with tqdm(total=t_len, desc=f"anchor ({mode})", unit="frame", disable=not progress) as bar:
-            image, rdepth, mask = splat(pts, frames.flatten(2).transpose(1, 2), Kt, nears)
-            bar.update(t_len)
 
-        def in_front(t: int) -> int:
-            return int((pts[t, :, 2].detach() > nears[t]).sum())
+class _Splatted(NamedTuple):
+    image: Tensor
+    depth: Tensor
+    mask: Tensor
+    in_front: Callable[[int], int]  # points in front of the target camera in frame t
+    fused: list[int]  # neighbour points added per frame (empty without fusion)
 
+
+def _render_clip(x: _Inputs, splat: SplatSettings, progress: bool) -> _Splatted:
+    """Every frame has the same H W points: the whole clip goes through one batch of tensor ops."""
+    t_len, _, h, w = x.frames.shape
+    nears = [NEAR_FRACTION * d for d in x.depth.detach().flatten(1).amax(1).tolist()]
+    rays = x.shared_rays if x.shared_rays is not None else torch.cat([pixel_rays(k, (h, w)) for k in x.Ks])
+    pts = transform_frames(x.w2c, depth_to_points_frames(x.depth, rays))
+    with tqdm(total=t_len, desc=f"anchor ({splat.mode})", unit="frame", disable=not progress) as bar:
+        image, rdepth, mask = _splat(pts, x.frames.flatten(2).transpose(1, 2), x.Kt, nears, splat, (h, w))
+        bar.update(t_len)
+
+    def in_front(t: int) -> int:
+        return int((pts[t, :, 2].detach() > nears[t]).sum())
+
+    return _Splatted(image, rdepth, mask, in_front, [])
+
+
+def _render_frames(x: _Inputs, splat: SplatSettings, neighbors: int, progress: bool) -> _Splatted:
+    """One frame at a time (source masks drop points, fusion adds neighbours' points)."""
+    t_len, _, h, w = x.frames.shape
+    outs, counts, fused = [], [], []
+    for t in tqdm(range(t_len), desc=f"anchor ({splat.mode})", unit="frame", disable=not progress):
+        pts_t, col, near = _frame_points(x.frames, x.depth, x.Ks, t, x.shared_rays, x.source_mask)
+        if neighbors:
+            extra_p, extra_c = neighbor_points(
+                x.frames, x.depth, x.Ks, t, neighbors, x.source_c2w, x.source_mask, near=near
+            )
+            fused.append(int(extra_p.shape[0]))
+            pts_t, col = torch.cat([pts_t, extra_p.to(pts_t.dtype)]), torch.cat([col, extra_c])
+        pts_t = transform(x.w2c[t], pts_t)
+        counts.append(int((pts_t[:, 2].detach() > near).sum()))
+        outs.append(_splat(pts_t[None], col[None], x.Kt[t], [near], splat, (h, w)))
+    image, rdepth, mask = (torch.cat(o) for o in zip(*outs, strict=True))
+    return _Splatted(image, rdepth, mask, counts.__getitem__, fused)
+
+
+def render_anchor(
+    frames: Tensor,
+    depth: Tensor,
+    K: Tensor,
+    c2w: Tensor,
+    *,
+    K_target: Tensor | None = None,
+    source_c2w: Tensor | None = None,
+    source_mask: Tensor | None = None,
+    splat: SplatSettings = SplatSettings(),
+    mask: MaskSettings = MaskSettings(),
+    fusion: FusionSettings = FusionSettings(),
+    progress: bool = False,
+) -> AnchorVideo:
+    """Re-render every frame from its new camera: the anchor video and its validity mask.
+
+    Frame ``t`` is lifted to a point cloud with its depth and ``K``, moved into the target camera
+    ``c2w[t]`` (given relative to frame ``t``'s source camera, so ``c2w = I`` reproduces the input)
+    and splatted: ``splat.mode="hard"`` is a deterministic z-buffer (nearest surface wins);
+    ``"soft"`` a differentiable softmax splat (gradients reach frames, depth and ``c2w``).
+    Points behind the target camera are dropped; pixels no point reaches (disocclusions, regions
+    outside the source view) are 0 in ``frames`` and in ``mask``.
+
+    Args:
+        frames: source video ``(T, 3, H, W)`` in [0, 1].
+        depth: planar depth ``(T, 1, H, W)``, finite and > 0 (where ``source_mask`` is 1).
+        K: source intrinsics ``(3, 3)`` or ``(T, 3, 3)`` in pixels.
+        c2w: target camera of frame t relative to the source camera of frame t,
+            ``(T, 4, 4)``, OpenCV axes, translation in depth units.
+        K_target: target intrinsics ``(3, 3)`` or ``(T, 3, 3)`` (zoom); default ``K``.
+        source_c2w: source camera poses ``(T, 4, 4)`` for neighbour fusion; ``None`` assumes
+            a static source camera.
+        source_mask: optional ``(T, 1, H, W)``; pixels where it is 0 (e.g. sensor depth holes)
+            produce no point and their depth is not checked.
+        splat: splat mode, footprint and soft sharpness (:class:`~recapture.anchor.SplatSettings`).
+        mask: erosion and dilation of the valid region (:class:`~recapture.anchor.MaskSettings`).
+        fusion: neighbour fusion, off by default (:class:`~recapture.anchor.FusionSettings`).
+        progress: show a progress bar over frames.
+
+    Returns:
+        :class:`AnchorVideo` with ``frames`` ``(T, 3, H, W)``, ``mask`` and ``depth``
+        ``(T, 1, H, W)``.
+
+    Raises:
+        RecaptureError: on bad settings, shape mismatches, bad depth, non-rigid poses, or when no
+            frame sees any point (a warning names frames that are empty while others are not).
+    """
+    _check_settings(splat, mask, fusion)
+    _check_inputs(frames, depth, K, c2w, K_target, source_mask)
+    if source_c2w is not None and (source_c2w.ndim != 3 or source_c2w.shape != c2w.shape):
+        raise RecaptureError(f"source_c2w must be {tuple(c2w.shape)} like c2w, got {_shape(source_c2w)}")
+    if not frames.is_floating_point():
+        raise RecaptureError(f"frames must be float in [0, 1], got {frames.dtype}; divide uint8 video by 255")
+    x = _prepare(frames, depth, K, c2w, K_target, source_c2w, source_mask)
+    if source_mask is None and not fusion.neighbors:
+        out = _render_clip(x, splat, progress)
     else:
-        outs, counts, fused = [], [], []
-        for t in tqdm(range(t_len), desc=f"anchor ({mode})", unit="frame", disable=not progress):
-            pts_t, col, near = _frame_points(frames, depth, Ks, t, shared_rays, source_mask)
-            if fuse_neighbors:
-                extra_p, extra_c = neighbor_points(
-                    frames, depth, Ks, t, fuse_neighbors, source_c2w, source_mask, near=near
-                )
-                fused.append(int(extra_p.shape[0]))
-                pts_t, col = torch.cat([pts_t, extra_p.to(pts_t.dtype)]), torch.cat([col, extra_c])
-            pts_t = transform(w2c[t], pts_t)
-            counts.append(int((pts_t[:, 2].detach() > near).sum()))
-            outs.append(splat(pts_t[None], col[None], Kt[t], [near]))
-        image, rdepth, mask = (torch.cat(o) for o in zip(*outs, strict=True))
-        in_front = counts.__getitem__
-    mask = mask.to(image.dtype)
-    empty = _report_empty(mask, in_front)
-    if mask_erode or mask_dilate:  # (without them the splat has already zeroed frames and depth)
-        image, mask, rdepth = refine_mask(image, mask, rdepth, erode=mask_erode, dilate=mask_dilate)
+        out = _render_frames(x, splat, fusion.neighbors, progress)
+    image, rdepth, valid = out.image, out.depth, out.mask.to(out.image.dtype)
+    empty = _report_empty(valid, out.in_front)
+    if mask.erode or mask.dilate:  # (without them the splat has already zeroed frames and depth)
+        image, valid, rdepth = refine_mask(image, valid, rdepth, erode=mask.erode, dilate=mask.dilate)
     info: dict[str, Any] = {"empty_frames": empty}
-    if fuse_neighbors:
-        info["fused_points"] = fused
-    return AnchorVideo(frames=image, mask=mask, depth=rdepth, info=info)
+    if fusion.neighbors:
+        info["fused_points"] = out.fused
+    return AnchorVideo(frames=image, mask=valid, depth=rdepth, info=info)

@@ -67,7 +67,7 @@ def _as_batch(
 
 
 def _trash(m: int, start: int, device: torch.device) -> Tensor:
-    """Trash-bin index for each of ``m`` entries: ``start + (i mod TRASH_BINS)``, :math:`(m,)`.
+    """Trash-bin index for each of ``m`` entries: ``start + (i mod TRASH_BINS)``, ``(m,)``.
 
     Spreading the discarded entries over many bins instead of one keeps a scatter from turning
     into a chain of dependent read-modify-writes on a single address (2x slower scatters).
@@ -76,7 +76,7 @@ def _trash(m: int, start: int, device: torch.device) -> Tensor:
 
 
 def _pixel_coords(xyz: Tensor, K: Tensor, guard: bool) -> tuple[Tensor, Tensor]:
-    """Sub-pixel ``(u, v)`` of points ``xyz`` :math:`(B, 3, N)`, each :math:`(B, N)`, exactly as kornia's
+    """Sub-pixel ``(u, v)`` of points ``xyz`` ``(B, 3, N)``, each ``(B, N)``, exactly as kornia's
     ``project_points`` rounds them.
 
     ``guard`` keeps kornia's rule for ``|z| <= 1e-8`` (scale 1 instead of ``1 / z``); callers may
@@ -104,10 +104,10 @@ def _footprint_min(grid: Tensor, r: int, bias: float, idx_bits: int, levels: int
     most ``levels / bias`` and its handicapped copy never drops below the key itself.
 
     Args:
-        grid: z-buffer keys :math:`(B, H, W)` int64, ``empty`` where no point landed.
+        grid: z-buffer keys ``(B, H, W)`` int64, ``empty`` where no point landed.
 
     Returns:
-        :math:`(B, H, W)` keys.
+        ``(B, H, W)`` keys.
     """
     hit = grid != empty
     zq = ((grid >> idx_bits).double() * bias).clamp_(max=levels).long()
@@ -141,10 +141,10 @@ def splat_hard(
     nearest-pixel splatting.
 
     Args:
-        points: target-camera points :math:`(N, 3)`, or :math:`(B, N, 3)` for B clouds.
-        colors: per-point values :math:`(N, C)` (or :math:`(B, N, C)`); the fastest layout is a
-            transposed view of :math:`(B, C, N)` memory, e.g. ``frames.flatten(2).transpose(1, 2)``.
-        K: target intrinsics :math:`(3, 3)` or :math:`(B, 3, 3)` in pixels.
+        points: target-camera points ``(N, 3)``, or ``(B, N, 3)`` for B clouds.
+        colors: per-point values ``(N, C)`` (or ``(B, N, C)``); the fastest layout is a
+            transposed view of ``(B, C, N)`` memory, e.g. ``frames.flatten(2).transpose(1, 2)``.
+        K: target intrinsics ``(3, 3)`` or ``(B, 3, 3)`` in pixels.
         size: output ``(H, W)``.
         footprint: odd splat size in pixels (1, 3, 5, ...).
         near: points with ``z <= near`` (behind or at the camera) are dropped; one per cloud or a
@@ -169,9 +169,8 @@ def splat_hard(
 def _hard_chunk(
     pts: Tensor, cols: Tensor, Kb: Tensor, size: tuple[int, int], footprint: int, nears: list[float]
 ) -> SplatResult:
-    """:func:`splat_hard` of a few clouds: points :math:`(B, N, 3)`, colours :math:`(B, C, N)`."""
+    """:func:`splat_hard` of a few clouds: points ``(B, N, 3)``, colours ``(B, C, N)``."""
     b, n, _ = pts.shape
-    c = cols.shape[1]
     h, w = size
     hw = h * w
     dev, dt = pts.device, pts.dtype
@@ -179,11 +178,7 @@ def _hard_chunk(
     z = xyz[:, 2]
     zd = z.detach()
     near_t = torch.tensor(nears, dtype=dt, device=dev)
-    # the farthest point is in front iff any is; then it is also the farthest point in front
-    zmax = zd.amax(1)
-    if bool(zmax.isnan().any()):
-        zmax = torch.where(zd > near_t[:, None], zd, 0).amax(1)
-    lit = zmax > near_t
+    zmax, lit = _farthest_in_front(zd, near_t)
 
     # Keys: quantised depth in the high bits, point index in the low bits; invalid points go to
     # trash bins after the h*w pixels (no boolean indexing on the hot path). `empty` is above every key
@@ -213,10 +208,28 @@ def _hard_chunk(
     grid = buf[:, :hw]
     if r:
         grid = _footprint_min(grid.unflatten(1, (h, w)), r, bias, idx_bits, depth_levels, empty).flatten(1)
+    return _hard_winners(grid, cols, z, lit, idx_mask, empty, size)
+
+
+def _farthest_in_front(zd: Tensor, near_t: Tensor) -> tuple[Tensor, Tensor]:
+    """Per cloud: the farthest depth ``(B,)`` and whether any point is in front (``> near``)."""
+    # the farthest point is in front iff any is; then it is also the farthest point in front
+    zmax = zd.amax(1)
+    if bool(zmax.isnan().any()):
+        zmax = torch.where(zd > near_t[:, None], zd, 0).amax(1)
+    return zmax, zmax > near_t
+
+
+def _hard_winners(
+    grid: Tensor, cols: Tensor, z: Tensor, lit: Tensor, idx_mask: int, empty: int, size: tuple[int, int]
+) -> SplatResult:
+    """Image, depth and mask from the z-buffer keys ``grid`` ``(B, H W)`` (``empty``: no point)."""
+    b, c = cols.shape[:2]
+    h, w = size
     hit = grid != empty
     winner = grid & idx_mask
-    mask = hit.to(dt)
-    image = cols.gather(2, winner[:, None].expand(b, c, hw)) * mask.to(cols.dtype)[:, None]
+    mask = hit.to(z.dtype)
+    image = cols.gather(2, winner[:, None].expand(b, c, h * w)) * mask.to(cols.dtype)[:, None]
     depth = z.gather(1, winner) * mask
     image, depth, mask = image.view(b, c, h, w), depth.view(b, 1, h, w), mask.view(b, 1, h, w)
     if not bool(lit.all()):  # no point in front at all: plain zeros, as for an empty cloud
@@ -245,9 +258,9 @@ def splat_soft(
     ``sum(b) >= min_weight`` (not differentiable).
 
     Args:
-        points: target-camera points :math:`(N, 3)`, or :math:`(B, N, 3)` for B clouds.
-        colors: per-point values :math:`(N, C)` (or :math:`(B, N, C)`).
-        K: target intrinsics :math:`(3, 3)` or :math:`(B, 3, 3)`.
+        points: target-camera points ``(N, 3)``, or ``(B, N, 3)`` for B clouds.
+        colors: per-point values ``(N, C)`` (or ``(B, N, C)``).
+        K: target intrinsics ``(3, 3)`` or ``(B, 3, 3)``.
         size: output ``(H, W)``.
         beta: depth sharpness (larger: closer to a hard z-buffer).
         near: points with ``z <= near`` are dropped; one per cloud or a number for all.
@@ -276,7 +289,7 @@ def splat_soft(
 
 
 def _softmax_weights(log_b: Tensor, zz: Tensor, pix: Tensor, bins: int, nonneg: bool) -> Tensor:
-    """``exp(logw - max of logw in its bin)`` for ``logw = log_b - zz``: :math:`(B, 4 N)`.
+    """``exp(logw - max of logw in its bin)`` for ``logw = log_b - zz``: ``(B, 4 N)``.
 
     With ``nonneg`` (``beta >= 0`` and ``near >= 0``: ``zz >= 0`` wherever a point counts) it works
     on ``-logw = zz - log_b >= 0``, whose float bits order like integers, so the per-bin extreme is
@@ -285,9 +298,9 @@ def _softmax_weights(log_b: Tensor, zz: Tensor, pix: Tensor, bins: int, nonneg: 
     ``logw - max(logw)``. Trash entries only need a finite weight: their ``zz`` is clamped at 0.
 
     Args:
-        log_b: log bilinear weights :math:`(B, 4, N)`.
-        zz: ``beta z / z_ref`` :math:`(B, N)`.
-        pix: bin of every entry in its cloud's row :math:`(B, 4 N)`.
+        log_b: log bilinear weights ``(B, 4, N)``.
+        zz: ``beta z / z_ref`` ``(B, N)``.
+        pix: bin of every entry in its cloud's row ``(B, 4 N)``.
         bins: bins per row.
         nonneg: whether the integer path applies.
     """
@@ -313,9 +326,8 @@ def _soft_chunk(
     nears: list[float],
     min_weight: float,
 ) -> SplatResult:
-    """:func:`splat_soft` of a few clouds: points :math:`(B, N, 3)`, colours :math:`(B, C, N)`."""
+    """:func:`splat_soft` of a few clouds: points ``(B, N, 3)``, colours ``(B, C, N)``."""
     b, n, _ = pts.shape
-    c = cols.shape[1]
     h, w = size
     hw = h * w
     dev, dt = pts.device, pts.dtype
@@ -347,6 +359,18 @@ def _soft_chunk(
     wts = torch.where(ok, wts, 1.0)
     nonneg = math.copysign(1.0, beta) > 0 and min(nears) >= 0
     wgt = _softmax_weights(torch.log(wts), beta * z / z_ref, pix, hw + TRASH_BINS, nonneg)
+    return _soft_resolve(pix, wts, wgt, cols, z, min_weight, size)
+
+
+def _soft_resolve(
+    pix: Tensor, wts: Tensor, wgt: Tensor, cols: Tensor, z: Tensor, min_weight: float, size: tuple[int, int]
+) -> SplatResult:
+    """Per-pixel sums of the 4 N contributions per cloud (bins ``pix``): image, depth and mask."""
+    b, n = z.shape
+    c = cols.shape[1]
+    h, w = size
+    hw = h * w
+    dev, dt = z.device, z.dtype
 
     def bins(values: Tensor) -> Tensor:
         # scatter_add adds in index order along a row, as index_add does (same bits), and is faster

@@ -8,7 +8,7 @@ import pytest
 import torch
 from kornia.geometry.conversions import axis_angle_to_rotation_matrix
 
-from recapture.anchor import AnchorVideo, render_anchor
+from recapture.anchor import AnchorVideo, FusionSettings, MaskSettings, SplatSettings, render_anchor
 from recapture.utils import RecaptureError
 
 H, W, F = 16, 32, 20.0
@@ -28,7 +28,7 @@ def translation(tx: float = 0.0, ty: float = 0.0, tz: float = 0.0, num: int = 1)
 def test_identity_reproduces_input_exactly(mode: str) -> None:
     frames = torch.rand(3, 3, H, W)
     depth = torch.rand(3, 1, H, W) * 4 + 1
-    out = render_anchor(frames, depth, intrinsics(), translation(num=3), mode=mode)
+    out = render_anchor(frames, depth, intrinsics(), translation(num=3), splat=SplatSettings(mode=mode))
     assert isinstance(out, AnchorVideo)
     assert out.frames.shape == (3, 3, H, W) and out.mask.shape == (3, 1, H, W)
     torch.testing.assert_close(out.frames, frames, rtol=0, atol=0)
@@ -45,7 +45,7 @@ def test_fronto_parallel_plane_shifts_by_f_t_over_d(mode: str, tx: float, d: flo
     s = int(shift)
     frames = torch.rand(2, 3, H, W)
     depth = torch.full((2, 1, H, W), d)
-    out = render_anchor(frames, depth, intrinsics(), translation(tx, num=2), mode=mode)
+    out = render_anchor(frames, depth, intrinsics(), translation(tx, num=2), splat=SplatSettings(mode=mode))
     if tx > 0:  # camera moves right: the image moves left, the right strip is uncovered
         torch.testing.assert_close(out.frames[..., : W - s], frames[..., s:], rtol=0, atol=0)
         assert bool((out.mask[..., : W - s] == 1).all()) and bool((out.mask[..., W - s :] == 0).all())
@@ -69,7 +69,7 @@ def _two_layers() -> tuple[torch.Tensor, torch.Tensor]:
 def test_occlusion_near_surface_hides_far_one(mode: str) -> None:
     frames, depth = _two_layers()
     # camera moves right by 1: the square (z=2) shifts 10 px left, the plane (z=10) 2 px left.
-    out = render_anchor(frames, depth, intrinsics(), translation(1.0), mode=mode)
+    out = render_anchor(frames, depth, intrinsics(), translation(1.0), splat=SplatSettings(mode=mode))
     tol = 0.0 if mode == "hard" else 1e-6  # soft: the far plane keeps a weight of ~exp(-beta * 8 / z_mean)
     square = out.frames[0, :, 4:12, 2:10]
     torch.testing.assert_close(square, frames[0, :, 4:12, 12:20], rtol=0, atol=tol)
@@ -86,8 +86,8 @@ def test_hard_splat_is_deterministic_and_order_independent() -> None:
     frames = torch.rand(2, 3, H, W)
     depth = torch.randint(1, 4, (2, 1, H, W)).float()  # many exact depth ties
     c2w = translation(0.7, 0.2, -0.3, num=2)
-    a = render_anchor(frames, depth, intrinsics(), c2w, footprint=3)
-    b = render_anchor(frames, depth, intrinsics(), c2w, footprint=3)
+    a = render_anchor(frames, depth, intrinsics(), c2w, splat=SplatSettings(footprint=3))
+    b = render_anchor(frames, depth, intrinsics(), c2w, splat=SplatSettings(footprint=3))
     assert torch.equal(a.frames, b.frames) and torch.equal(a.mask, b.mask)
 
 
@@ -96,11 +96,11 @@ def test_footprint_closes_pinholes_when_magnified() -> None:
     depth = torch.full((1, 1, H, W), 2.0)
     c2w = translation(tz=0.6)  # dolly in: magnification 2 / 1.4 -> gaps between splatted pixels
     interior = (slice(None), slice(None), slice(3, H - 3), slice(6, W - 6))
-    thin = render_anchor(frames, depth, intrinsics(), c2w, footprint=1)
-    thick = render_anchor(frames, depth, intrinsics(), c2w, footprint=3)
+    thin = render_anchor(frames, depth, intrinsics(), c2w, splat=SplatSettings(footprint=1))
+    thick = render_anchor(frames, depth, intrinsics(), c2w, splat=SplatSettings(footprint=3))
     assert float(thin.mask[interior].mean()) < 0.9
     assert bool((thick.mask[interior] == 1).all())
-    closed = render_anchor(frames, depth, intrinsics(), c2w, mask_dilate=1, mask_erode=1)
+    closed = render_anchor(frames, depth, intrinsics(), c2w, mask=MaskSettings(dilate=1, erode=1))
     assert bool((closed.mask[interior] == 1).all())
     filled = closed.frames[interior][thin.mask[interior].expand(-1, 3, -1, -1) == 0]
     assert bool((filled > 0).all())  # pinholes got neighbouring colours, not black
@@ -109,7 +109,7 @@ def test_footprint_closes_pinholes_when_magnified() -> None:
 def test_mask_erode_widens_the_uncovered_strip() -> None:
     frames = torch.rand(1, 3, H, W) + 0.1
     depth = torch.full((1, 1, H, W), 5.0)
-    out = render_anchor(frames, depth, intrinsics(), translation(1.0), mask_erode=2)
+    out = render_anchor(frames, depth, intrinsics(), translation(1.0), mask=MaskSettings(erode=2))
     assert bool((out.mask[..., W - 6 :] == 0).all()) and bool((out.mask[..., : W - 6] == 1).all())
     assert bool((out.frames[..., W - 6 :] == 0).all())
 
@@ -138,7 +138,7 @@ def test_soft_splat_gradcheck() -> None:
     def fn(frames, depth, rvec, tvec):
         top = torch.cat([axis_angle_to_rotation_matrix(rvec)[0], tvec[:, None]], 1)
         c2w = torch.cat([top, torch.tensor([[0, 0, 0, 1]], dtype=dt)])[None]
-        out = render_anchor(frames, depth, K, c2w, mode="soft", soft_beta=5.0)
+        out = render_anchor(frames, depth, K, c2w, splat=SplatSettings(mode="soft", soft_beta=5.0))
         return out.frames, out.depth
 
     assert torch.autograd.gradcheck(fn, (frames, depth, rvec, tvec), eps=1e-6, atol=1e-5, fast_mode=True)
@@ -166,7 +166,7 @@ def test_fuse_neighbors_fills_disocclusions_with_real_static_pixels() -> None:
     frames, depth, wall = _moving_square_scene()
     c2w = translation(1.0, num=5)  # square shifts 10 px, wall 2 px: 8 px revealed behind it
     plain = render_anchor(frames, depth, intrinsics(), c2w)
-    fused = render_anchor(frames, depth, intrinsics(), c2w, fuse_neighbors=2)
+    fused = render_anchor(frames, depth, intrinsics(), c2w, fusion=FusionSettings(neighbors=2))
     t = 2
     assert float(fused.coverage[t]) > float(plain.coverage[t])
     new = (fused.mask[t, 0] == 1) & (plain.mask[t, 0] == 0)
@@ -225,7 +225,7 @@ def test_shape_mismatches_are_reported_with_shapes() -> None:
         render_anchor(frames, torch.ones(3, 1, H, W), intrinsics(), translation(num=2))
     with pytest.raises(RecaptureError, match=r"K must be \(3, 3\) or \(3, 3, 3\)"):
         render_anchor(frames, torch.ones(3, 1, H, W), intrinsics()[None].repeat(2, 1, 1), translation(num=3))
-    with pytest.raises(RecaptureError, match=r"frames must be a \(T, 3, H, W\)"):
+    with pytest.raises(RecaptureError, match=r"frames must be \(T, 3, H, W\)"):
         render_anchor(frames[:, :2], torch.ones(3, 1, H, W), intrinsics(), translation(num=3))
     with pytest.raises(RecaptureError, match="not orthonormal"):
         render_anchor(frames, torch.ones(3, 1, H, W), intrinsics(), 2 * translation(num=3))

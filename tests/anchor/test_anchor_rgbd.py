@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from recapture.anchor import render_anchor
+from recapture.anchor import SplatSettings, render_anchor
 
 pytestmark = pytest.mark.shared
 
@@ -47,7 +47,9 @@ def test_frame0_rendered_into_frame4_camera_matches_frame4(shared_data: Path, mo
     rel = (torch.linalg.inv(poses[0]) @ poses[4]).float()  # camera 4 in camera 0's frame
     src, tgt, depth = _color(root, 0), _color(root, 4), _depth_m(root, 0)
     valid = (depth > 0).float()  # sensor holes produce no point
-    out = render_anchor(src[None], depth[None], K, rel[None], mode=mode, source_mask=valid[None])
+    out = render_anchor(
+        src[None], depth[None], K, rel[None], splat=SplatSettings(mode=mode), source_mask=valid[None]
+    )
     mask = out.mask[0]
     coverage = float(out.coverage[0])
     warped, unwarped = _psnr(out.frames[0], tgt, mask), _psnr(src, tgt, mask)

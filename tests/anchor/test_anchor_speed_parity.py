@@ -25,7 +25,14 @@ from kornia.geometry.camera import project_points
 from kornia.geometry.conversions import axis_angle_to_rotation_matrix
 
 import recapture.anchor.splat as splat_module
-from recapture.anchor import render_anchor, splat_hard, splat_soft
+from recapture.anchor import (
+    FusionSettings,
+    MaskSettings,
+    SplatSettings,
+    render_anchor,
+    splat_hard,
+    splat_soft,
+)
 from recapture.anchor.points import depth_to_points, invert_rigid, transform
 from recapture.anchor.render import NEAR_FRACTION
 from recapture.utils import RecaptureError
@@ -132,34 +139,49 @@ def _case_bench_like() -> dict[str, Any]:
 CASES: dict[str, tuple[Callable[[], dict[str, Any]], dict[str, Any]]] = {
     "hard_fp1": (lambda: _scene(0, 3, 24, 40), {}),
     "hard_fp1_ties": (lambda: _scene(1, 3, 24, 40, ties=True), {}),
-    "hard_fp3_ties": (lambda: _scene(1, 3, 24, 40, ties=True), {"footprint": 3}),
-    "hard_fp5": (lambda: _scene(2, 2, 24, 40), {"footprint": 5}),
+    "hard_fp3_ties": (lambda: _scene(1, 3, 24, 40, ties=True), {"splat": SplatSettings(footprint=3)}),
+    "hard_fp5": (lambda: _scene(2, 2, 24, 40), {"splat": SplatSettings(footprint=5)}),
     "hard_fp1_float64": (lambda: _scene(5, 2, 16, 24, dtype=torch.float64), {}),
-    "hard_fp3_float64": (lambda: _scene(5, 2, 16, 24, dtype=torch.float64), {"footprint": 3}),
-    "hard_dilate_erode": (lambda: _scene(0, 3, 24, 40), {"mask_dilate": 1, "mask_erode": 2}),
-    "hard_fp3_closing": (lambda: _scene(6, 2, 24, 40), {"footprint": 3, "mask_dilate": 2, "mask_erode": 2}),
+    "hard_fp3_float64": (
+        lambda: _scene(5, 2, 16, 24, dtype=torch.float64), {"splat": SplatSettings(footprint=3)}
+    ),
+    "hard_dilate_erode": (lambda: _scene(0, 3, 24, 40), {"mask": MaskSettings(dilate=1, erode=2)}),
+    "hard_fp3_closing": (
+        lambda: _scene(6, 2, 24, 40),
+        {"splat": SplatSettings(footprint=3), "mask": MaskSettings(dilate=2, erode=2)}
+    ),
     "hard_zoom": (_case_zoom, {}),
     "hard_source_mask_per_frame_K": (_case_source_mask_per_frame_k, {}),
-    "hard_fuse_neighbors": (lambda: _scene(7, 4, 16, 24), {"fuse_neighbors": 1}),
+    "hard_fuse_neighbors": (lambda: _scene(7, 4, 16, 24), {"fusion": FusionSettings(neighbors=1)}),
     "hard_dolly_out_ties": (_case_dolly_out_ties, {}),
-    "hard_fp3_dolly_out_ties": (_case_dolly_out_ties, {"footprint": 3}),
+    "hard_fp3_dolly_out_ties": (_case_dolly_out_ties, {"splat": SplatSettings(footprint=3)}),
     "hard_partly_behind": (_case_partly_behind, {}),
-    "hard_fp3_source_mask": (_case_source_mask_fp3, {"footprint": 3}),
+    "hard_fp3_source_mask": (_case_source_mask_fp3, {"splat": SplatSettings(footprint=3)}),
     "hard_one_frame_behind": (_case_one_frame_behind, {}),
-    "hard_fp3_one_frame_behind": (_case_one_frame_behind, {"footprint": 3}),
-    "soft": (lambda: _scene(0, 3, 24, 40), {"mode": "soft"}),
-    "soft_partly_behind": (_case_partly_behind, {"mode": "soft"}),
-    "soft_source_mask_per_frame_K": (_case_source_mask_per_frame_k, {"mode": "soft"}),
-    "soft_fuse_neighbors": (lambda: _scene(7, 4, 16, 24), {"mode": "soft", "fuse_neighbors": 1}),
-    "soft_ties_dilate": (lambda: _scene(1, 2, 24, 40, ties=True), {"mode": "soft", "mask_dilate": 1}),
-    "soft_zoom_beta": (_case_zoom, {"mode": "soft", "soft_beta": 20.0}),
-    "soft_float64": (lambda: _scene(5, 2, 16, 24, dtype=torch.float64), {"mode": "soft"}),
-    "soft_negative_beta": (lambda: _scene(0, 3, 24, 40), {"mode": "soft", "soft_beta": -5.0}),
-    "soft_dolly_out_ties": (_case_dolly_out_ties, {"mode": "soft"}),
-    "soft_one_frame_behind": (_case_one_frame_behind, {"mode": "soft"}),
+    "hard_fp3_one_frame_behind": (_case_one_frame_behind, {"splat": SplatSettings(footprint=3)}),
+    "soft": (lambda: _scene(0, 3, 24, 40), {"splat": SplatSettings(mode="soft")}),
+    "soft_partly_behind": (_case_partly_behind, {"splat": SplatSettings(mode="soft")}),
+    "soft_source_mask_per_frame_K": (_case_source_mask_per_frame_k, {"splat": SplatSettings(mode="soft")}),
+    "soft_fuse_neighbors": (
+        lambda: _scene(7, 4, 16, 24),
+        {"splat": SplatSettings(mode="soft"), "fusion": FusionSettings(neighbors=1)}
+    ),
+    "soft_ties_dilate": (
+        lambda: _scene(1, 2, 24, 40, ties=True),
+        {"splat": SplatSettings(mode="soft"), "mask": MaskSettings(dilate=1)}
+    ),
+    "soft_zoom_beta": (_case_zoom, {"splat": SplatSettings(mode="soft", soft_beta=20.0)}),
+    "soft_float64": (
+        lambda: _scene(5, 2, 16, 24, dtype=torch.float64), {"splat": SplatSettings(mode="soft")}
+    ),
+    "soft_negative_beta": (
+        lambda: _scene(0, 3, 24, 40), {"splat": SplatSettings(mode="soft", soft_beta=-5.0)}
+    ),
+    "soft_dolly_out_ties": (_case_dolly_out_ties, {"splat": SplatSettings(mode="soft")}),
+    "soft_one_frame_behind": (_case_one_frame_behind, {"splat": SplatSettings(mode="soft")}),
     "bench_hard_fp1": (_case_bench_like, {}),
-    "bench_hard_fp3": (_case_bench_like, {"footprint": 3}),
-    "bench_soft": (_case_bench_like, {"mode": "soft"}),
+    "bench_hard_fp3": (_case_bench_like, {"splat": SplatSettings(footprint=3)}),
+    "bench_soft": (_case_bench_like, {"splat": SplatSettings(mode="soft")}),
 }
 
 GOLDEN: dict[str, str] = {
@@ -236,7 +258,7 @@ def test_outputs_with_gradients_enabled_are_the_same(name: str) -> None:
     scene["c2w"].requires_grad_()
     out = render_anchor(**scene, **kwargs)
     assert _digest(out.frames, out.mask, out.depth) == GOLDEN[name]
-    if kwargs.get("mode") == "soft":
+    if kwargs.get("splat", SplatSettings()).mode == "soft":
         grads = torch.autograd.grad(out.frames.sum() + out.depth.sum(), (scene["depth"], scene["c2w"]))
         assert all(bool(torch.isfinite(g).all()) and float(g.abs().sum()) > 0 for g in grads)
 
