@@ -8,8 +8,9 @@ import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,74 @@ log = logging.getLogger("recapture")
 
 class RecaptureError(ValueError):
     """An error caused by user input (a file, a value, a config). The message says what and how to fix."""
+
+
+def check_video(
+    frames: Any,
+    name: str = "frames",
+    *,
+    channels: int | tuple[int, ...] | None = 3,
+    batched: bool | None = False,
+    shape: Sequence[int | None] | None = None,
+    first_axis: str = "T",
+    fix: str | None = None,
+) -> tuple[int, ...]:
+    """Check that ``frames`` is a video tensor ``(T, 3, H, W)`` (or a variant) and return its shape.
+
+    The one shape check for videos (and image batches) everywhere: every call raises the same
+    message, ``"{name} must be (T, 3, H, W), got (4, 96, 128) (3-D, not 4-D)"``, ending in
+    ``"; {fix}"`` when a call-site hint is given. Value ranges, dtypes and sizes that must match
+    another input stay with the caller. Duck typed (``.ndim`` / ``.shape``), so this module does not
+    import torch; anything that is not a ``torch.Tensor`` is refused.
+
+    Args:
+        frames: the value to check.
+        name: how the message calls it (``"anchor"``, ``"Video.frames"``).
+        channels: the allowed channel counts (``3``, ``(1, 3)``), or ``None`` for any (``C``).
+        batched: ``False``: ``(T, C, H, W)``; ``True``: ``(B, T, C, H, W)``; ``None``: either.
+        shape: the exact expected shape, ``None`` for an axis that may be anything
+            (``(num_frames, 3, height, width)``); shown as ``(T, 3, H, W) = (4, 3, 32, 32)``.
+        first_axis: the letter of the leading axis (``"B"`` or ``"N"`` for a batch of images).
+        fix: call-site advice appended to the message.
+
+    Returns:
+        the shape as a tuple of ints.
+
+    Raises:
+        RecaptureError: ``frames`` is not a tensor, or has the wrong number of axes, channels or size.
+    """
+    allowed = (channels,) if isinstance(channels, int) else tuple(channels) if channels is not None else None
+    c = "C" if allowed is None else "|".join(str(n) for n in allowed)
+    base = f"{first_axis}, {c}, H, W"
+    ndims = {False: (4,), True: (5,), None: (4, 5)}[batched]
+    spec = {False: f"({base})", True: f"(B, {base})", None: f"(B, {base}) or ({base})"}[batched]
+    if shape is not None:
+        shape = tuple(shape)
+        if len(shape) not in ndims:
+            raise ValueError(f"check_video: shape={shape} does not fit batched={batched}")  # a caller's bug
+        letters = ("B", first_axis, c, "H", "W")[5 - len(shape):]
+        spec += " = (" + ", ".join(k if s is None else str(s) for s, k in zip(shape, letters, strict=True)) + ")"
+
+    def fail(got: str, problem: str) -> RecaptureError:
+        return RecaptureError(f"{name} must be {spec}, got {got} ({problem})" + (f"; {fix}" if fix else ""))
+
+    torch = sys.modules.get("torch")
+    if torch is None or not isinstance(frames, torch.Tensor):
+        raise fail(type(frames).__name__, "not a torch.Tensor")
+    size = tuple(int(s) for s in frames.shape)
+    if frames.ndim not in ndims:
+        raise fail(str(size), f"{frames.ndim}-D, not " + " or ".join(f"{n}-D" for n in ndims))
+    if allowed is not None and size[-3] not in allowed:
+        want = " or ".join(str(n) for n in allowed)
+        raise fail(str(size), f"{size[-3]} channel{'s' if size[-3] != 1 else ''}, not {want}")
+    if shape is not None:
+        if len(shape) != len(size):
+            raise fail(str(size), f"{len(size)}-D, not {len(shape)}-D")
+        letters = ("B", first_axis, "C", "H", "W")[5 - len(shape):]
+        wrong = [f"{k} is {s}, not {e}" for s, e, k in zip(size, shape, letters, strict=True) if e is not None and s != e]
+        if wrong:
+            raise fail(str(size), ", ".join(wrong))
+    return size
 
 
 @contextlib.contextmanager

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from transformers import CLIPImageProcessorPil
 
-from recapture.utils import RecaptureError
+from recapture.utils import check_video
 
 __all__ = ["CLIP_MEAN", "CLIP_SIZE", "CLIP_STD", "clip_preprocess", "default_feature_extractor"]
 
@@ -46,10 +46,7 @@ def clip_preprocess(images: torch.Tensor) -> torch.Tensor:
     Returns:
         ``(B, 3, 224, 224)`` CLIP pixel values.
     """
-    if images.ndim != 4 or images.shape[1] != 3:
-        raise RecaptureError(
-            f"clip_preprocess expects images of shape (B, 3, H, W), got {tuple(images.shape)}"
-        )
+    check_video(images, "clip_preprocess: images", first_axis="B", fix="add the batch axis to one image with [None]")
     x = images.float() * 2.0 - 1.0
     x = _resize_antialiased(x, (CLIP_SIZE, CLIP_SIZE))
     x = (x + 1.0) / 2.0

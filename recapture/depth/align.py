@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from recapture.depth.base import DisparityMapping
-from recapture.utils import RecaptureError
+from recapture.utils import RecaptureError, check_video
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +104,7 @@ def align_depth_scales(
         aligned depth ``(T, 1, H, W)``, > 0 (values an affine map would push to <= 0 are
         clamped to the smallest positive value of the reference frame).
     """
-    if depth.ndim != 4 or depth.shape[1] != 1:
-        raise RecaptureError(f"align_depth_scales: depth must be (T, 1, H, W), got {tuple(depth.shape)}")
+    check_video(depth, "align_depth_scales: depth", channels=1)
     num = depth.shape[0]
     if not -num <= reference < num:
         raise RecaptureError(f"align_depth_scales: reference={reference} is outside the {num} frames")

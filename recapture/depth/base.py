@@ -17,7 +17,7 @@ from typing import ClassVar, Literal, Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
-from recapture.utils import RecaptureError
+from recapture.utils import RecaptureError, check_video
 
 log = logging.getLogger(__name__)
 
@@ -249,10 +249,8 @@ def explain_depth_error(message: str) -> str:
 
 
 def check_frames(frames: Tensor, name: str = "frames") -> None:
-    """Raise a :class:`RecaptureError` unless ``frames`` is a ``(T, 3, H, W)`` video."""
-    if not isinstance(frames, Tensor) or frames.ndim != 4 or frames.shape[1] != 3:
-        shape = tuple(frames.shape) if isinstance(frames, Tensor) else type(frames).__name__
-        raise RecaptureError(f"{name} must be a (T, 3, H, W) tensor in [0, 1], got {shape}")
+    """Raise a :class:`RecaptureError` unless ``frames`` is a ``(T, 3, H, W)`` video with frames."""
+    check_video(frames, name, fix="pass the video's frames, float in [0, 1]")
     if frames.shape[0] == 0:
         raise RecaptureError(f"{name} has no frames (shape {tuple(frames.shape)})")
 
@@ -265,9 +263,7 @@ def check_depth(depth: Tensor, frames: Tensor | None = None, valid: Tensor | Non
         frames: optional video ``(T, 3, H, W)`` the depth must match.
         valid: optional mask ``(T, 1, H, W)``; only pixels where it is nonzero are checked.
     """
-    if not isinstance(depth, Tensor) or depth.ndim != 4 or depth.shape[1] != 1:
-        shape = tuple(depth.shape) if isinstance(depth, Tensor) else type(depth).__name__
-        raise RecaptureError(f"depth must be a (T, 1, H, W) tensor, got {shape}")
+    check_video(depth, "depth", channels=1, fix="planar depth has one channel per frame")
     if frames is not None and (depth.shape[0] != frames.shape[0] or depth.shape[-2:] != frames.shape[-2:]):
         raise RecaptureError(
             f"depth {tuple(depth.shape)} does not match frames {tuple(frames.shape)}: need "

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from recapture.utils import RecaptureError
+from recapture.utils import RecaptureError, check_video
 
 HIST_LEVELS = 8
 HIST_SIDE = 64
@@ -105,9 +105,7 @@ def detect_cuts(
     Returns:
         sorted indices in ``1 .. T - 1`` (empty for a single frame or a single shot).
     """
-    if not isinstance(frames, torch.Tensor) or frames.ndim != 4 or frames.shape[1] != 3:
-        shape = tuple(frames.shape) if isinstance(frames, torch.Tensor) else type(frames).__name__
-        raise RecaptureError(f"detect_cuts needs frames (T, 3, H, W), got {shape}")
+    check_video(frames, "detect_cuts: frames")
     if frames.shape[0] < 2:
         return []
     colour = colour_distance(frames)

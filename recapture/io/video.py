@@ -14,7 +14,7 @@ import torch
 
 from recapture.io import _decode
 from recapture.io.resize import ResizeMode, ResizePlan, _check_size, apply_resize, plan_resize
-from recapture.utils import RecaptureError
+from recapture.utils import RecaptureError, check_video
 
 logger = logging.getLogger(__name__)
 
@@ -41,13 +41,7 @@ class Video:
     source_num_frames: int | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.frames, torch.Tensor) or self.frames.ndim != 4 or self.frames.shape[1] != 3:
-            shape = (
-                tuple(self.frames.shape)
-                if isinstance(self.frames, torch.Tensor)
-                else type(self.frames).__name__
-            )
-            raise RecaptureError(f"Video.frames must be a (T, 3, H, W) tensor, got {shape}")
+        check_video(self.frames, "Video.frames")
         if not (math.isfinite(self.fps) and self.fps > 0):
             raise RecaptureError(f"Video.fps must be a positive number, got {self.fps!r}")
 

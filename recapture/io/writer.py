@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from recapture.utils import RecaptureError, atomic_path
+from recapture.utils import RecaptureError, atomic_path, check_video
 
 _CONTAINERS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}
 
@@ -47,12 +47,10 @@ def to_uint8_frames(frames: torch.Tensor) -> torch.Tensor:
     Returns:
         ``(T, H, W, 3)`` uint8.
     """
-    if not isinstance(frames, torch.Tensor) or frames.ndim != 4 or frames.shape[1] not in (1, 3):
-        shape = tuple(frames.shape) if isinstance(frames, torch.Tensor) else type(frames).__name__
-        raise RecaptureError(
-            f"frames must be a (T, 3, H, W) video or (T, 1, H, W) mask tensor, got {shape}; "
-            "add the channel axis with .unsqueeze(1) for (T, H, W) masks"
-        )
+    check_video(
+        frames, "frames", channels=(3, 1),
+        fix="a video has 3 channels, a grey mask 1: add the channel axis with .unsqueeze(1) for (T, H, W) masks",
+    )
     if frames.shape[0] == 0:
         raise RecaptureError("frames has 0 frames; pass at least one frame")
     frames = frames.detach().cpu()

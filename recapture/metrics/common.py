@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics import Metric
 
-from recapture.utils import RecaptureError
+from recapture.utils import RecaptureError, check_video
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -31,16 +31,8 @@ def as_video_batch(video: Tensor, name: str = "video") -> Tensor:
     Returns:
         ``(B, T, C, H, W)`` (a view; a batch of one for 4-D input).
     """
-    if not isinstance(video, Tensor):
-        raise RecaptureError(f"{name} must be a torch.Tensor, got {type(video).__name__}")
-    if video.ndim == 4:
-        return video.unsqueeze(0)
-    if video.ndim == 5:
-        return video
-    raise RecaptureError(
-        f"{name} must have shape (B, T, C, H, W) or (T, C, H, W), got {tuple(video.shape)}; "
-        "add or remove the batch axis"
-    )
+    check_video(video, name, channels=None, batched=None, fix="add or remove the batch axis")
+    return video.unsqueeze(0) if video.ndim == 4 else video
 
 
 def check_pair(pred: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:

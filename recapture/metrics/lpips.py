@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from recapture.metrics.common import VideoMeanMetric, check_mask, check_pair
 from recapture.metrics.registry import register_metric, register_model
-from recapture.utils import RecaptureError
+from recapture.utils import RecaptureError, check_video
 
 if TYPE_CHECKING:
     from recapture.metrics.backbones import MetricWeights
@@ -118,11 +118,8 @@ class LPIPS(nn.Module):
         Returns:
             ``(N,)``, or ``(N, 1, H, W)`` with ``spatial=True``.
         """
-        if img0.shape != img1.shape or img0.ndim != 4 or img0.shape[1] != 3:
-            raise RecaptureError(
-                f"LPIPS needs two (N, 3, H, W) batches of the same shape, got {tuple(img0.shape)} "
-                f"and {tuple(img1.shape)}"
-            )
+        check_video(img0, "LPIPS img0", first_axis="N")
+        check_video(img1, "LPIPS img1", first_axis="N", shape=tuple(img0.shape), fix="img0 and img1 must match")
         if normalize:
             img0, img1 = img0 * 2 - 1, img1 * 2 - 1
         x = torch.cat([img0, img1]).to(self.shift.dtype)

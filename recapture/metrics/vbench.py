@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from recapture.metrics.common import to_uint8_levels
-from recapture.utils import RecaptureError
+from recapture.utils import RecaptureError, check_video
 
 FeatureFn = Callable[[Tensor], Tensor]  # (N, 3, H, W) in [0, 1] -> (N, D)
 Interpolator = Callable[[Tensor, Tensor], Tensor]  # (1, 3, H, W) x2 in [0, 1] -> (1, 3, H, W) midpoint
@@ -48,8 +48,7 @@ NO_FLOW = (
 
 def _frames(video: Tensor) -> Tensor:
     """Check a single video ``(T, 3, H, W)`` and quantise it to 8-bit levels, back in [0, 1]."""
-    if video.ndim != 4 or video.shape[1] != 3:
-        raise RecaptureError(f"expected one video (T, 3, H, W) in [0, 1], got {tuple(video.shape)}")
+    check_video(video, "video", fix="pass one video (not a batch), float in [0, 1]")
     return (to_uint8_levels(video) / 255).float()
 
 

@@ -27,7 +27,7 @@ from recapture.sampling.loop import (
     steps_for_strength,
 )
 from recapture.sampling.session import sampling_session
-from recapture.utils import RecaptureError
+from recapture.utils import RecaptureError, check_video
 
 log = logging.getLogger(__name__)
 
@@ -109,9 +109,7 @@ def sdedit_refine(
     config = config or RefineConfig()
     config.validate()
     height, width = _check_image(image, vae_factor(components.vae))
-    if video.ndim != 4:
-        raise RecaptureError(f"video must be (T, 3, H, W), got shape {tuple(video.shape)}")
-    num_frames = video.shape[0]
+    num_frames = check_video(video, "video", fix=_VIDEO_FIX)[0]
     _check_video("video", video, (num_frames, 3, height, width))
     if steps_for_strength(config.strength, config.num_inference_steps) == 0:
         frames = video.detach().to("cpu", torch.float32, copy=True)
@@ -221,10 +219,9 @@ def _check_image(image: torch.Tensor, factor: int) -> tuple[int, int]:
     return height, width
 
 
+_VIDEO_FIX = "T = num_frames, H x W = the image prompt's size"
+
+
 def _check_video(name: str, video: torch.Tensor, expected: tuple[int, int, int, int]) -> None:
-    if tuple(video.shape) != expected:
-        raise RecaptureError(
-            f"{name} must be (T, 3, H, W) = {expected} (T = num_frames, H x W = the image prompt's size), "
-            f"got {tuple(video.shape)}"
-        )
+    check_video(video, name, shape=expected, fix=_VIDEO_FIX)
     _check_range(name, video)

@@ -162,5 +162,5 @@ def test_shape_errors_name_the_problem() -> None:
         video_psnr(torch.rand(3, 3, 8, 8), torch.rand(3, 3, 8, 9))
     with pytest.raises(RecaptureError, match=r"\(B, T, 1, H, W\)"):
         video_ssim(torch.rand(3, 3, 8, 8), torch.rand(3, 3, 8, 8), torch.ones(3, 8, 8))
-    with pytest.raises(RecaptureError, match="must have shape"):
+    with pytest.raises(RecaptureError, match="pred must be"):
         video_psnr(torch.rand(3, 8, 8), torch.rand(3, 8, 8))

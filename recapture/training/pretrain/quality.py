@@ -22,12 +22,11 @@ import torch
 
 from recapture.adaptation.prior import reconstruct
 from recapture.metrics.image import psnr
-from recapture.utils import RecaptureError
+from recapture.utils import RecaptureError, check_video
 
 
 def _check_clips(clips: torch.Tensor) -> None:
-    if clips.ndim != 5 or clips.shape[2] != 3:
-        raise RecaptureError(f"clips must have shape (N, T, 3, H, W) in [0, 1], got {tuple(clips.shape)}")
+    check_video(clips, "clips", batched=True, fix="pass a batch of clips, float in [0, 1]")
 
 
 @torch.no_grad()
