@@ -24,7 +24,7 @@ from recapture.adaptation.encoding import AugmentConfig, TrainingTensors
 from recapture.anchor import AnchorConfig, AnchorResult, build_anchor
 from recapture.cameras import TrajectorySpec
 from recapture.depth import DepthSource, PriorDepthSource
-from recapture.utils import RecaptureError, hash_inputs
+from recapture.utils import RecaptureError, check_video, hash_inputs
 
 log = logging.getLogger(__name__)
 
@@ -177,8 +177,7 @@ class ReCaptureDataModule(LightningDataModule):
                 ``self.trajectory``.
             depth_name: how ``depth`` is labelled in logs and reports (e.g. ``"gt:kubric4d"``).
         """
-        if frames.ndim != 4 or frames.shape[1] != 3:
-            raise RecaptureError(f"use_sample: frames must be (T, 3, H, W), got {tuple(frames.shape)}")
+        check_video(frames, "use_sample: frames")
         self.sample = SourceClip(frames, float(fps), depth, K, trajectory, depth_name)
         self.anchor_result = None
         self.tensors = None
