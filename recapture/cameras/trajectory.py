@@ -1,4 +1,4 @@
-"""Camera trajectories: the :class:`Trajectory` container, presets, composition and keyframes.
+"""Camera trajectories: the :class:`Trajectory` container, preset moves, composition and keyframes.
 
 A trajectory is a ``(T, 4, 4)`` sequence of OpenCV camera-to-world poses **relative to the source
 camera of each frame**: ``c2w[t]`` is the new camera expressed in the coordinates of the camera that
@@ -9,28 +9,8 @@ Units. Rotations are in degrees. Translations are in **scene units**: 1 = the sc
 so ``truck 0.2`` moves the camera by a fifth of the typical distance to the scene on any video. The
 anchor stage converts with :meth:`Trajectory.scaled` (times the median depth in depth units).
 
-Presets (``make_trajectory(preset, amount, ...)``; ``d`` is ``pivot_depth``):
-
-==============  ===========  ============================================================
-preset          amount unit  positive amount means
-==============  ===========  ============================================================
-``pan``         degrees      the camera turns right (yaw about its y axis; centre fixed)
-``tilt``        degrees      the camera looks up (pitch about its x axis; centre fixed)
-``roll``        degrees      the picture turns clockwise: in the rendered image the scene
-                             rotates clockwise about the image centre (a point right of the
-                             centre moves down). The camera itself turns counter-clockwise
-                             about its optical axis as seen from behind it (left side down)
-``truck``       scene units  the camera moves right (+x)
-``pedestal``    scene units  the camera moves up (-y)
-``dolly``       scene units  the camera moves forward (+z)
-``zoom``        relative     zoom in: focal x (1 + amount) at the end (> -1; negative = out)
-``orbit``       degrees      the camera moves right on a circle around the pivot
-                             ``(0, 0, d)`` on its optical axis, always looking at it
-``arc``         degrees      the camera moves up on a vertical circle around the pivot,
-                             looking at it (orbit in elevation)
-``dolly_zoom``  scene units  dolly forward by ``amount`` (< d) while the focal length scales
-                             by ``(d - z) / d`` so the plane at depth ``d`` keeps its size
-==============  ===========  ============================================================
+Presets (``make_trajectory(preset, amount, ...)``): the sign table, the registry and the built-in
+moves are in :mod:`recapture.cameras.presets` (:func:`register_preset` adds one).
 
 Timing: ``mode="gradual"`` goes from the source pose (frame 0) to the target (last frame);
 ``mode="direct"`` uses the target pose for every frame. ``easing`` shapes the gradual progress:
@@ -43,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -54,14 +33,10 @@ from recapture.cameras.poses import (
     as_float,
     as_number_tensor,
     lerp_keyframes,
-    make_pose,
-    rotation_x,
-    rotation_y,
-    rotation_z,
     sample_keyframes,
     uniform_times,
 )
-from recapture.cameras.spec import document_presets
+from recapture.cameras.presets import PRESET_MOVES, PRESETS, register_preset, unregister_preset
 from recapture.utils import RecaptureError
 
 __all__ = ["PRESETS", "PRESET_MOVES", "Trajectory", "check_focal_scale", "check_pivot", "compose", "ease", "from_keyframes",
@@ -285,13 +260,6 @@ def progress(num_frames: int, mode: Mode = "gradual", easing: Easing = "ease_in_
     return ease(torch.linspace(0.0, 1.0, int(num_frames), dtype=torch.float64), easing)
 
 
-def _orbit_pose(rotation: Tensor, pivot_depth: float) -> Tensor:
-    """Camera with orientation ``rotation`` looking at the pivot ``(0, 0, d)`` from distance ``d``."""
-    forward = rotation[..., :, 2]
-    pivot = torch.tensor([0.0, 0.0, pivot_depth], dtype=rotation.dtype)
-    return make_pose(rotation, pivot - pivot_depth * forward)
-
-
 def make_trajectory(
     preset: str,
     amount: float,
@@ -300,7 +268,7 @@ def make_trajectory(
     easing: Easing = "ease_in_out",
     pivot_depth: float = 1.0,
 ) -> Trajectory:
-    """Build a preset camera move (see the table in this module's docstring for signs and units).
+    """Build a preset camera move (see the table in :mod:`recapture.cameras.presets` for signs and units).
 
     Args:
         preset: one of :data:`PRESETS` (the registered moves, :func:`register_preset`).
@@ -328,131 +296,6 @@ def make_trajectory(
     c2w, focal_scale, pivot = PRESET_MOVES[preset](progress(num_frames, mode, easing), amount, d)
     name = f"{preset} {amount:g}" + (f" ({mode}, {easing})" if mode == "gradual" else " (direct)")
     return Trajectory(c2w=c2w.float(), focal_scale=focal_scale, name=name, pivot=pivot)
-
-
-# ---------------------------------------------------------------------------------------- presets
-Move = tuple[Tensor, Tensor | None, Tensor | None]  # (c2w (T, 4, 4), focal_scale (T,) or None, pivot (3,) or None)
-PresetMove = Callable[[Tensor, float, float], Move]
-PRESET_MOVES: dict[str, PresetMove] = {}
-
-
-class _PresetNames(Sequence[str]):
-    """The registered preset names in registration order: a live, read-only view of :data:`PRESET_MOVES`."""
-
-    def __getitem__(self, index):  # type: ignore[override]  # int -> str, slice -> tuple
-        return tuple(PRESET_MOVES)[index]
-
-    def __len__(self) -> int:
-        return len(PRESET_MOVES)
-
-    def __contains__(self, name: object) -> bool:
-        return name in PRESET_MOVES
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(tuple(PRESET_MOVES))
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Sequence) and tuple(self) == tuple(other)
-
-    __hash__ = None  # type: ignore[assignment]  # mutable view
-
-    def __repr__(self) -> str:
-        return repr(tuple(PRESET_MOVES))
-
-
-PRESETS: Sequence[str] = _PresetNames()
-"""The preset names (``pan``, ``tilt``, ...): whatever :func:`register_preset` registered, in order."""
-
-
-def register_preset(name: str) -> Callable[[PresetMove], PresetMove]:
-    """Register ``fn(s, amount, pivot_depth) -> (c2w, focal_scale, pivot)`` as the preset ``name``.
-
-    ``s`` is the ``(T,)`` float64 progress in [0, 1] (:func:`progress`), ``amount`` the user's amount
-    and ``pivot_depth`` (> 0, scene units) the depth of the pivot. A new preset is one such function:
-    :data:`PRESETS`, :func:`make_trajectory`, ``TrajectorySpec(preset=name)`` (and so
-    ``--data.trajectory.preset`` / ``recapture trajectory --trajectory.preset``) and their
-    ``--help`` pick it up.
-    """
-
-    def add(fn: PresetMove) -> PresetMove:
-        PRESET_MOVES[name] = fn
-        document_presets(PRESETS)
-        return fn
-
-    return add
-
-
-def unregister_preset(name: str) -> PresetMove:
-    """Remove the preset ``name`` (registered by :func:`register_preset`) and return its function."""
-    if name not in PRESET_MOVES:
-        raise RecaptureError(f"unknown trajectory preset {name!r}; choose one of {', '.join(PRESETS)}.")
-    fn = PRESET_MOVES.pop(name)
-    document_presets(PRESETS)
-    return fn
-
-
-def _still(s: Tensor) -> Tensor:
-    return make_pose(translation=torch.zeros(s.numel(), 3, dtype=torch.float64))
-
-
-@register_preset("pan")
-def _pan(s: Tensor, amount: float, d: float) -> Move:
-    return make_pose(rotation_y(torch.deg2rad(amount * s))), None, None
-
-
-@register_preset("tilt")
-def _tilt(s: Tensor, amount: float, d: float) -> Move:
-    return make_pose(rotation_x(torch.deg2rad(amount * s))), None, None
-
-
-@register_preset("roll")
-def _roll(s: Tensor, amount: float, d: float) -> Move:  # the camera turns the opposite way to the picture
-    return make_pose(rotation_z(-torch.deg2rad(amount * s))), None, None
-
-
-def _slide(s: Tensor, axis: int, distance: float) -> Tensor:
-    trans = torch.zeros(s.numel(), 3, dtype=torch.float64)
-    trans[:, axis] = distance * s
-    return make_pose(translation=trans)
-
-
-@register_preset("truck")
-def _truck(s: Tensor, amount: float, d: float) -> Move:
-    return _slide(s, 0, amount), None, None
-
-
-@register_preset("pedestal")
-def _pedestal(s: Tensor, amount: float, d: float) -> Move:
-    return _slide(s, 1, -amount), None, None  # up is -y in OpenCV axes
-
-
-@register_preset("dolly")
-def _dolly(s: Tensor, amount: float, d: float) -> Move:
-    return _slide(s, 2, amount), None, None
-
-
-@register_preset("zoom")
-def _zoom(s: Tensor, amount: float, d: float) -> Move:
-    if amount <= -1:
-        raise RecaptureError(f"zoom amount must be > -1 (focal x (1 + amount)), got {amount}; try -0.5 to zoom out.")
-    return _still(s), 1.0 + amount * s, None
-
-
-@register_preset("orbit")
-def _orbit(s: Tensor, amount: float, d: float) -> Move:  # turn opposite to the motion: the pivot stays centred
-    return _orbit_pose(rotation_y(-torch.deg2rad(amount * s)), d), None, torch.tensor([0.0, 0.0, d])
-
-
-@register_preset("arc")
-def _arc(s: Tensor, amount: float, d: float) -> Move:
-    return _orbit_pose(rotation_x(-torch.deg2rad(amount * s)), d), None, torch.tensor([0.0, 0.0, d])
-
-
-@register_preset("dolly_zoom")
-def _dolly_zoom(s: Tensor, amount: float, d: float) -> Move:
-    if amount >= d:
-        raise RecaptureError(f"dolly_zoom amount {amount} would reach the plane at pivot_depth={d}; use an amount < {d}.")
-    return _slide(s, 2, amount), (d - amount * s) / d, torch.tensor([0.0, 0.0, d])
 
 
 def compose(*trajectories: Trajectory) -> Trajectory:
