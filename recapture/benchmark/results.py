@@ -4,7 +4,9 @@ Every method's video is scored against the ground truth with the GCD recipe (ben
 PSNR / SSIM (skimage-exact) and LPIPS v0.1 over all pixels, over the occluded pixels (``_occ``: the
 target pixels the input view cannot see) and over the visible ones (``_vis``); per video the
 nanmean over frames. Frames identical to the target (infinite PSNR: in gradual mode the input
-video's first frame is the target's) are left out of the PSNR mean. The table averages over scenes, ignoring scenes where a value is undefined
+video's first frame is the target's) are left out of the PSNR mean, by the same function as ``recapture
+evaluate`` (:func:`~recapture.metrics.video_psnr`); the scene JSON stores NaN/inf as ``null``
+(:func:`json_score`, JSON has neither). The table averages over scenes, ignoring scenes where a value is undefined
 (an empty occluded region); ``n`` says how many scenes each mean covers.
 
 Methods: ``input`` (baseline: the input video itself), ``anchor`` (baseline: the anchor video, no
@@ -24,8 +26,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from recapture.metrics import masked_psnr, psnr, video_lpips, video_ssim
-from recapture.metrics.image import mean_frame_psnr
+from recapture.metrics import video_lpips, video_psnr, video_ssim
 from recapture.metrics.vbench import temporal_flickering
 from recapture.utils import RecaptureError, atomic_path, write_json
 
@@ -38,6 +39,7 @@ __all__ = [
     "METRICS",
     "PAPER_TABLE2",
     "aggregate",
+    "json_score",
     "load_scene_results",
     "results_markdown",
     "scene_record",
@@ -69,9 +71,18 @@ PAPER_TABLE2: dict[str, dict[str, float]] = {
 }
 
 
-def _value(x: Tensor) -> float | None:
+def json_score(x: Tensor) -> float | None:
+    """A one-video score as the scene JSON stores it: the serialisation step of the benchmark's scores.
+
+    The value itself comes from the metric functions ``recapture evaluate`` uses
+    (:func:`~recapture.metrics.video_psnr`, ``video_ssim``, ``video_lpips``), so the PSNR is aggregated by
+    the project's one rule (:func:`~recapture.metrics.image.mean_frame_psnr`). Only here, because JSON has
+    neither NaN nor inf, an undefined score (NaN: an empty region) and an infinite one (inf: every
+    defined frame equal to the target) become ``None`` (``null``), which :func:`aggregate` skips.
+    ``recapture evaluate`` keeps ``inf`` in its in-memory report.
+    """
     v = float(x.reshape(-1)[0])
-    return None if math.isnan(v) else v
+    return None if math.isnan(v) or math.isinf(v) else v
 
 
 @torch.no_grad()
@@ -85,7 +96,8 @@ def score_video(pred: Tensor, target: Tensor, occluded: Tensor, lpips: Any = Non
         lpips: a loaded :class:`~recapture.metrics.LPIPS`, or ``None`` to skip LPIPS.
 
     Returns:
-        ``{metric: value}`` for :data:`METRICS` (``None`` where undefined, e.g. an empty region or no LPIPS).
+        ``{metric: value}`` for :data:`METRICS` (``None`` where undefined, e.g. an empty region or no LPIPS,
+        and for an all-exact video's infinite PSNR: see :func:`json_score`).
     """
     if pred.shape != target.shape or pred.ndim != 4 or pred.shape[1] != 3 or not pred.is_floating_point():
         raise RecaptureError(f"score_video: pred {tuple(pred.shape)} and target {tuple(target.shape)} must be equal float "
@@ -97,15 +109,13 @@ def score_video(pred: Tensor, target: Tensor, occluded: Tensor, lpips: Any = Non
     visible = 1.0 - occluded
     scores: dict[str, float | None] = {}
     for suffix, mask in (("", None), ("_occ", occluded), ("_vis", visible)):
-        frame_psnr = psnr(pred, target) if mask is None else masked_psnr(pred, target, mask)
-        # the project's one PSNR rule: exact frames (the input's first frame in gradual mode) left out
-        value = mean_frame_psnr(frame_psnr)
-        scores[f"psnr{suffix}"] = None if torch.isinf(value) else _value(value)
-        scores[f"ssim{suffix}"] = _value(video_ssim(pred, target, mask))
+        # the same function as ``recapture evaluate`` and the callbacks (exact frames left out of the mean)
+        scores[f"psnr{suffix}"] = json_score(video_psnr(pred, target, mask))
+        scores[f"ssim{suffix}"] = json_score(video_ssim(pred, target, mask))
         if lpips is None:
             scores[f"lpips{suffix}"] = None
         else:
-            scores[f"lpips{suffix}"] = _value(video_lpips(lpips, pred, target, mask))  # runs on the model's device
+            scores[f"lpips{suffix}"] = json_score(video_lpips(lpips, pred, target, mask))  # on the model's device
     # VBench temporal flickering of the video itself (1 = no change between frames; the target's own
     # value, with its camera motion, is the reference row of the ablation table)
     scores["flicker"] = temporal_flickering(pred) if pred.shape[0] >= 2 else None

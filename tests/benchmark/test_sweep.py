@@ -164,6 +164,8 @@ def test_score_video_analytic() -> None:
     assert score_video(pred, target, torch.zeros_like(occluded))["psnr_occ"] is None
     pred[0] = target[0]  # gradual mode: the input's first frame IS the target's
     assert score_video(pred, target, occluded)["psnr"] == pytest.approx(20.0, abs=1e-6)
+    exact = score_video(target, target, occluded)  # video_psnr gives inf; JSON has none: null (json_score)
+    assert exact["psnr"] is None and exact["psnr_occ"] is None
     with pytest.raises(RecaptureError, match="occluded"):
         score_video(pred, target, occluded[:, :, :16])
 
