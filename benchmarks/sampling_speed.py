@@ -26,10 +26,10 @@ import torch
 
 from recapture.adaptation import (
     LoRAConfig,
+    PeftUNetSpatioTemporalConditionModel,
     SVDComponents,
     add_recapture_adapters,
     build_tiny_components,
-    enable_peft,
     svd_scheduler,
 )
 from recapture.sampling import SamplingConfig, generate
@@ -45,12 +45,12 @@ def parse_size(text: str) -> tuple[int, int, int]:
 
 def full_size_components(device: torch.device, dtype: torch.dtype) -> SVDComponents:
     """SVD's architecture with random weights: diffusers' UNet defaults (= img2vid-xt), SVD's VAE and CLIP-H."""
-    from diffusers import AutoencoderKLTemporalDecoder, UNetSpatioTemporalConditionModel
+    from diffusers import AutoencoderKLTemporalDecoder
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
     torch.manual_seed(0)
     with torch.device(device):  # initialise in place: no 6 GB host-to-device copy
-        unet = enable_peft(UNetSpatioTemporalConditionModel())
+        unet = PeftUNetSpatioTemporalConditionModel()  # diffusers defaults = SVD img2vid-xt, with PEFT methods
         vae = AutoencoderKLTemporalDecoder(
             block_out_channels=(128, 256, 512, 512),
             down_block_types=("DownEncoderBlock2D",) * 4,

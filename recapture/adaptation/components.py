@@ -2,10 +2,14 @@
 
 One loading path serves the real weights (hub id or local directory, e.g.
 ``stabilityai/stable-video-diffusion-img2vid`` or ``-img2vid-xt``) and saved sets such as the tiny
-random one (:mod:`recapture.adaptation.tiny`) or the project's own prior. The UNet is loaded as
-:class:`PeftUNetSpatioTemporalConditionModel`, the stock diffusers UNet plus diffusers'
+random one (:mod:`recapture.adaptation.tiny`) or the project's own prior. The UNet is built or
+loaded as :class:`PeftUNetSpatioTemporalConditionModel`, the stock diffusers UNet plus diffusers'
 ``PeftAdapterMixin`` (``add_adapter``, ``set_adapter``, ``save_lora_adapter``, ``load_lora_adapter``),
-which the stock SVD UNet lacks. CLIP preprocessing lives in :mod:`recapture.adaptation.clip`.
+which the stock SVD UNet lacks. That class is chosen when the object is created (``from_pretrained``
+in :func:`~recapture.adaptation.load_components`, the constructor in :mod:`~recapture.adaptation.tiny`
+and :meth:`~recapture.adaptation.prior.UNetSize.build`); no UNet changes class afterwards, and
+:func:`require_peft` turns a stock one away with the fix. CLIP preprocessing lives in
+:mod:`recapture.adaptation.clip`.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-__all__ = ["ComponentsConfig", "PeftUNetSpatioTemporalConditionModel", "SVDComponents", "enable_peft", "svd_scheduler"]
+__all__ = ["ComponentsConfig", "PeftUNetSpatioTemporalConditionModel", "SVDComponents", "require_peft", "svd_scheduler"]
 
 
 # The scheduler configuration shipped with SVD img2vid and img2vid-xt: EDM sigmas (Karras spacing,
@@ -59,7 +63,9 @@ class PeftUNetSpatioTemporalConditionModel(UNetSpatioTemporalConditionModel, Pef
     """The SVD UNet with diffusers' PEFT adapter methods; saves its config under the stock class name.
 
     Identical weights, config and forward to :class:`diffusers.UNetSpatioTemporalConditionModel`, so
-    stock diffusers code loads what it saves.
+    stock diffusers code loads what it saves, and it loads what stock code saves:
+    ``PeftUNetSpatioTemporalConditionModel.from_pretrained(path, subfolder="unet")`` (pass it as
+    ``unet=`` to ``StableVideoDiffusionPipeline.from_pretrained`` for a pipeline with adapters).
     """
 
     def to_json_string(self) -> str:
@@ -68,23 +74,27 @@ class PeftUNetSpatioTemporalConditionModel(UNetSpatioTemporalConditionModel, Pef
         return json.dumps(config, indent=2, sort_keys=True) + "\n"
 
 
-def enable_peft(unet: UNetSpatioTemporalConditionModel) -> PeftUNetSpatioTemporalConditionModel:
-    """Give a stock SVD UNet the PEFT adapter methods in place (no copy) and return it.
+def require_peft(unet: object) -> PeftUNetSpatioTemporalConditionModel:
+    """``unet`` itself when it has the PEFT adapter methods; otherwise one error naming the fix.
 
-    In place on purpose: a caller holding the stock UNet (``pipeline.unet``) must see the adapters
-    it adds. The subclass adds methods only (no state, same forward and config), so switching the
-    instance's class is safe; a UNet loaded by :func:`~recapture.adaptation.load_components`
-    already is one.
+    The adapter methods come with the class the UNet is created as
+    (:class:`PeftUNetSpatioTemporalConditionModel`), never by changing an existing object's class: a
+    stock ``UNetSpatioTemporalConditionModel`` (e.g. the ``unet`` of a pipeline built by diffusers'
+    ``from_pretrained``) is refused, with how to load it as the PEFT class instead.
     """
-    if isinstance(unet, PeftAdapterMixin):
+    if isinstance(unet, PeftAdapterMixin) and isinstance(unet, UNetSpatioTemporalConditionModel):
         return unet  # type: ignore[return-value]
-    if type(unet) is not UNetSpatioTemporalConditionModel:
+    if isinstance(unet, UNetSpatioTemporalConditionModel):
         raise RecaptureError(
-            f"expected a diffusers UNetSpatioTemporalConditionModel, got {type(unet).__name__}; "
-            "load the UNet with recapture.adaptation.load_components"
+            "this stock diffusers UNetSpatioTemporalConditionModel has no PEFT adapter methods; load it as "
+            "recapture.adaptation.PeftUNetSpatioTemporalConditionModel (recapture.adaptation.load_components "
+            "does; or PeftUNetSpatioTemporalConditionModel.from_pretrained(path, subfolder='unet'), passed as "
+            "unet= to StableVideoDiffusionPipeline.from_pretrained)"
         )
-    unet.__class__ = PeftUNetSpatioTemporalConditionModel
-    return unet  # type: ignore[return-value]
+    raise RecaptureError(
+        f"expected an SVD UNet (UNetSpatioTemporalConditionModel), got {type(unet).__name__}; "
+        "load the UNet with recapture.adaptation.load_components"
+    )
 
 
 @dataclass

@@ -30,7 +30,7 @@ from typing import Literal
 import torch.nn as nn
 from diffusers import UNetSpatioTemporalConditionModel
 
-from recapture.adaptation.components import enable_peft
+from recapture.adaptation.components import require_peft
 from recapture.adaptation.quiet import quiet_dtype_cast_warning, quiet_logger
 from recapture.utils import RecaptureError, atomic_path
 
@@ -146,14 +146,14 @@ def add_recapture_adapters(unet: UNetSpatioTemporalConditionModel, config: LoRAC
     :func:`set_trainable_adapter`) and float32 over any base dtype (:func:`keep_adapters_fp32`).
 
     Args:
-        unet: the SVD UNet (a stock one gets the PEFT methods in place).
+        unet: the SVD UNet, a :class:`~recapture.adaptation.PeftUNetSpatioTemporalConditionModel`.
         config: rank, alpha, dropout, temporal cross-attention.
 
     Raises:
         RecaptureError: the UNet already has one of these adapters.
     """
     config = config or LoRAConfig()
-    unet = enable_peft(unet)
+    unet = require_peft(unet)
     existing = set(getattr(unet, "peft_config", {}) or {})
     clash = existing.intersection(ADAPTER_NAMES)
     if clash:
@@ -320,7 +320,7 @@ def load_lora(unet: UNetSpatioTemporalConditionModel, name: str, directory: str 
     is active and trainable (narrow it with :func:`set_active_adapters` / :func:`set_trainable_adapter`).
 
     Args:
-        unet: the SVD UNet (a stock one gets the PEFT methods in place).
+        unet: the SVD UNet, a :class:`~recapture.adaptation.PeftUNetSpatioTemporalConditionModel`.
         name: adapter name to load it under.
         directory: directory containing ``pytorch_lora_weights.safetensors``.
 
@@ -340,7 +340,7 @@ def load_lora(unet: UNetSpatioTemporalConditionModel, name: str, directory: str 
             "point it at a directory written by recapture.adaptation.save_lora"
         )
     state = _read_lora_file(weights)
-    unet = enable_peft(unet)
+    unet = require_peft(unet)
     with warnings.catch_warnings():
         # PEFT's notes on multi-adapter models and on deleting an active adapter are expected here.
         warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")

@@ -12,7 +12,7 @@ The objective must agree with the stock sampler (``EulerDiscreteScheduler`` with
 Conditioning is built as the pipeline builds it: the image prompt (ReCapture: the first anchor
 frame) gives a CLIP embedding (a single token) and noise-augmented, *unscaled* VAE latents
 (posterior mode) repeated over frames; added time ids are ``[fps - 1, motion_bucket_id,
-noise_aug_strength]``. Conditioning dropout zeroes both (as classifier-free guidance does at
+noise_aug_strength]`` (:class:`MicroConditioning`, shared with sampling). Conditioning dropout zeroes both (as classifier-free guidance does at
 sampling) so guidance stays valid.
 
 Masked loss: masked-out latents are replaced by zero (the latent mean) *before* noising, so their
@@ -37,6 +37,7 @@ __all__ = [
     "ConditionBatch",
     "EDMConfig",
     "LossOutput",
+    "MicroConditioning",
     "added_time_ids",
     "edm_loss",
     "edm_scalings",
@@ -49,24 +50,67 @@ __all__ = [
 
 
 @dataclass
-class EDMConfig:
+class MicroConditioning:
+    """SVD's micro-conditioning: the UNet's added time ids ``[fps - 1, motion_bucket_id, noise_aug_strength]``.
+
+    The one definition of these settings for training and sampling: :class:`EDMConfig` (the
+    objective) and ``recapture.sampling.DenoiseConfig`` (generation, refinement) both derive from
+    it, so the fields, their defaults (the pipeline's), their validation and the time ids are written
+    once, while the YAML keys stay flat and unchanged (``model.objective.fps``,
+    ``model.sampling.motion_bucket_id``, ... in configs, saved run ``config.yaml`` files and the
+    shipped prior's ``pretrain.json``). ``ReCaptureModule`` makes sampling use the objective's values
+    (see ``recapture.training.module``).
+
+    Attributes:
+        fps: frames per second fed to the micro-conditioning (the UNet sees ``fps - 1``, as in the
+            pipeline).
+        motion_bucket_id: motion micro-conditioning; higher means more motion (pipeline default 127).
+        noise_aug_strength: std of the noise added to the image prompt before VAE encoding (pipeline
+            default 0.02).
+    """
+
+    fps: int = 7
+    motion_bucket_id: int = 127
+    noise_aug_strength: float = 0.02
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ``RecaptureError`` naming the first invalid micro-conditioning setting."""
+        if self.fps < 1:
+            raise RecaptureError(f"fps must be >= 1 (the UNet is conditioned on fps - 1), got {self.fps}")
+        if self.noise_aug_strength < 0:
+            raise RecaptureError(f"noise_aug_strength must be >= 0, got {self.noise_aug_strength}")
+
+    @property
+    def micro(self) -> MicroConditioning:
+        """These three settings alone, as a plain :class:`MicroConditioning` (a copy)."""
+        return MicroConditioning(self.fps, self.motion_bucket_id, self.noise_aug_strength)
+
+    def time_ids(
+        self, batch: int, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32
+    ) -> torch.Tensor:
+        """The UNet's ``added_time_ids``, ``(batch, 3)`` (:func:`added_time_ids` of these settings)."""
+        return added_time_ids(self.fps, self.motion_bucket_id, self.noise_aug_strength, batch, device, dtype)
+
+
+@dataclass
+class EDMConfig(MicroConditioning):
     """Settings of the SVD fine-tuning objective.
+
+    The micro-conditioning the UNet is trained with (``fps``, ``motion_bucket_id``,
+    ``noise_aug_strength``) is :class:`MicroConditioning`'s; :attr:`micro` gives it alone.
 
     Attributes:
         p_mean: mean of ln(sigma) of the training noise levels.
         p_std: standard deviation of ln(sigma).
-        noise_aug_strength: noise added to the conditioning image (pipeline default 0.02).
-        fps: frames per second fed to the micro-conditioning (the UNet sees ``fps - 1``).
-        motion_bucket_id: motion micro-conditioning (pipeline default 127).
         conditioning_dropout: probability of zeroing the image conditioning of a sample.
         mask_threshold: fraction of valid pixels a latent cell needs to count as valid.
     """
 
     p_mean: float = 0.7
     p_std: float = 1.6
-    noise_aug_strength: float = 0.02
-    fps: int = 7
-    motion_bucket_id: int = 127
     conditioning_dropout: float = 0.1
     mask_threshold: float = 1.0
 

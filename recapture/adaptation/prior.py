@@ -28,6 +28,7 @@ from recapture.adaptation.clip import CLIP_SIZE
 from recapture.adaptation.components import (
     PeftUNetSpatioTemporalConditionModel,
     SVDComponents,
+    require_peft,
     svd_scheduler,
 )
 from recapture.adaptation.objective import vae_factor
@@ -344,12 +345,11 @@ def assemble_components(
 
     Args:
         vae: the VAE with its fitted ``scaling_factor``.
-        unet: the UNet (``in_channels`` = 2 x the VAE's latent channels).
+        unet: the UNet (``in_channels`` = 2 x the VAE's latent channels), built as the PEFT class
+            (:meth:`UNetSize.build`).
         image_encoder: the CLIP image encoder (``projection_dim`` = the UNet's cross-attention width).
         num_frames: clip length the prior was trained on.
     """
-    from recapture.adaptation.components import enable_peft
-
     latent = vae.config.latent_channels
     if unet.config.in_channels != 2 * latent or unet.config.cross_attention_dim != image_encoder.config.projection_dim:
         raise RecaptureError(
@@ -358,7 +358,7 @@ def assemble_components(
             f"{image_encoder.config.projection_dim}); build the UNet with UNetSize.build"
         )
     return SVDComponents(
-        unet=enable_peft(unet),
+        unet=require_peft(unet),
         vae=vae,
         image_encoder=image_encoder,
         scheduler=svd_scheduler(),

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from recapture.adaptation.bypass import temporal_bypass
-from recapture.adaptation.objective import EDMConfig, LossOutput, added_time_ids, edm_loss
+from recapture.adaptation.objective import EDMConfig, LossOutput, edm_loss
 
 __all__ = ["Kind", "step_context", "step_loss"]
 
@@ -65,7 +65,7 @@ def step_loss(
     latents = batch[f"{kind}_latents"]
     mask = batch["temporal_mask"] if kind == "temporal" else None
     b = latents.shape[0]
-    time_ids = added_time_ids(objective.fps, objective.motion_bucket_id, objective.noise_aug_strength, b).to(latents)
+    time_ids = objective.time_ids(b).to(latents)  # its MicroConditioning, as sampling's
     drop = torch.rand(b, device=latents.device, generator=generator) < objective.conditioning_dropout
     return edm_loss(unet, latents, batch[f"{kind}_cond_latents"], batch[f"{kind}_image_embeds"], time_ids, mask=mask,
                     config=objective, generator=generator, drop_conditioning=drop)

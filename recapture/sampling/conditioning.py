@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from recapture.adaptation import SVDComponents, added_time_ids, encode_condition
+from recapture.adaptation import SVDComponents, encode_condition
 from recapture.adaptation.encoding import vae_upcast
 from recapture.sampling.config import DenoiseConfig
 
@@ -79,9 +79,7 @@ def build_conditioning(
         )
     image_embeds = cond.image_embeds.to(dtype)
     cond_latents = cond.cond_latents.to(dtype).unsqueeze(1).repeat(1, num_frames, 1, 1, 1)
-    time_ids = added_time_ids(
-        config.fps, config.motion_bucket_id, config.noise_aug_strength, 1, device=device, dtype=dtype
-    )
+    time_ids = config.time_ids(1, device=device, dtype=dtype)  # its MicroConditioning
     guidance = None
     if config.uses_guidance:
         image_embeds = torch.cat([torch.zeros_like(image_embeds), image_embeds])

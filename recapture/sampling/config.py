@@ -6,21 +6,24 @@ from dataclasses import dataclass, field
 
 import torch
 
+from recapture.adaptation.objective import MicroConditioning
 from recapture.utils import RecaptureError
 
 
 @dataclass
-class DenoiseConfig:
+class DenoiseConfig(MicroConditioning):
     """Settings shared by generation and refinement: schedule, guidance, SVD micro-conditioning, memory.
+
+    The micro-conditioning (``fps``, ``motion_bucket_id``, ``noise_aug_strength``) is the same
+    :class:`~recapture.adaptation.objective.MicroConditioning` the training objective
+    (``EDMConfig``) uses, with the same flat keys (``model.sampling.fps``, ...); ``ReCaptureModule``
+    gives a field left at its default the objective's value.
 
     Args:
         num_inference_steps: Euler steps of the full schedule (a strength below 1 runs fewer of them).
         min_guidance_scale: classifier-free guidance scale of the first frame.
         max_guidance_scale: guidance scale of the last frame (linear ramp in between, as SVD does).
             Guidance is off (one UNet pass per step instead of two) when both are <= 1.
-        fps: frame rate the video is conditioned on (the UNet sees ``fps - 1``, as in the pipeline).
-        motion_bucket_id: SVD motion conditioning; higher means more motion.
-        noise_aug_strength: std of the noise added to the image prompt before VAE encoding.
         seed: seed of the generator (on the execution device) that draws the prompt noise, then the
             latent noise, in the pipeline's order; the same seed gives the same video on the same device.
         decode_chunk_size: frames decoded at once by the temporal VAE decoder (lower: less memory,
@@ -33,9 +36,6 @@ class DenoiseConfig:
     num_inference_steps: int = 25
     min_guidance_scale: float = 1.0
     max_guidance_scale: float = 3.0
-    fps: int = 7
-    motion_bucket_id: int = 127
-    noise_aug_strength: float = 0.02
     seed: int = 0
     decode_chunk_size: int = 8
     cpu_offload: bool = False
@@ -50,10 +50,7 @@ class DenoiseConfig:
             raise RecaptureError(f"num_inference_steps must be >= 1, got {self.num_inference_steps}")
         if self.decode_chunk_size < 1:
             raise RecaptureError(f"decode_chunk_size must be >= 1, got {self.decode_chunk_size}")
-        if self.fps < 1:
-            raise RecaptureError(f"fps must be >= 1 (the UNet is conditioned on fps - 1), got {self.fps}")
-        if self.noise_aug_strength < 0:
-            raise RecaptureError(f"noise_aug_strength must be >= 0, got {self.noise_aug_strength}")
+        MicroConditioning.validate(self)
         if self.min_guidance_scale < 0 or self.max_guidance_scale < 0:
             raise RecaptureError(
                 f"guidance scales must be >= 0, got min={self.min_guidance_scale}, max={self.max_guidance_scale}"

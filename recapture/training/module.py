@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,6 +34,7 @@ from recapture.adaptation import (
     set_trainable_adapter,
 )
 from recapture.adaptation.encoding import TrainingEncoder
+from recapture.adaptation.objective import MicroConditioning
 from recapture.adaptation.step import Kind, step_context, step_loss
 from recapture.sampling import RefineConfig, SamplingConfig
 from recapture.training.results import RunResult
@@ -241,19 +242,21 @@ class ReCaptureModule(LightningModule):
             )
 
 
-MICRO_CONDITIONING = ("fps", "motion_bucket_id", "noise_aug_strength")
+MICRO_CONDITIONING = tuple(f.name for f in fields(MicroConditioning))  # fps, motion_bucket_id, noise_aug_strength
 
 
-def _share_micro_conditioning(objective: EDMConfig, config: Any, section: str) -> None:
+def _share_micro_conditioning(objective: EDMConfig, config: MicroConditioning, section: str) -> None:
     """Sampling conditions the UNet as training did: ``model.objective`` is the one source.
 
+    Both configs hold the same :class:`~recapture.adaptation.objective.MicroConditioning` fields.
     A sampling field left at its default takes the objective's value; one set explicitly to a
     different value is kept (sampling a different motion bucket is a legitimate experiment) with a
-    warning that the LoRAs were trained with the other.
+    warning that the LoRAs were trained with the other. (A flat config cannot tell a value set to
+    the default from one left at it: both take the objective's value.)
     """
-    defaults = type(config)()
+    defaults, trained_with = MicroConditioning(), objective.micro
     for name in MICRO_CONDITIONING:
-        trained, sampled = getattr(objective, name), getattr(config, name)
+        trained, sampled = getattr(trained_with, name), getattr(config, name)
         if sampled == trained:
             continue
         if sampled == getattr(defaults, name):

@@ -17,9 +17,9 @@ from recapture.adaptation import (
     add_recapture_adapters,
     build_tiny_components,
     clip_preprocess,
-    enable_peft,
     encode_latents,
     load_components,
+    require_peft,
     save_components,
 )
 from recapture.utils import RecaptureError
@@ -126,12 +126,20 @@ def test_save_refuses_unet_with_adapters(tiny, tmp_path) -> None:
     assert not (tmp_path / "svd").exists()
 
 
-def test_enable_peft_on_stock_unet(tiny_dir) -> None:
+def test_peft_unet_is_chosen_at_construction_not_by_a_class_swap(tiny_dir) -> None:
+    """A stock UNet keeps its class (an error names the fix); the PEFT class loads the same weights."""
     unet = UNetSpatioTemporalConditionModel.from_pretrained(tiny_dir, subfolder="unet")
     assert not hasattr(unet, "add_adapter")
-    assert enable_peft(unet) is unet and hasattr(unet, "load_lora_adapter")
+    peft = PeftUNetSpatioTemporalConditionModel.from_pretrained(tiny_dir, subfolder="unet")
+    assert require_peft(peft) is peft and hasattr(peft, "load_lora_adapter")
+    stock = unet.state_dict()
+    assert all(torch.equal(v, stock[k]) for k, v in peft.state_dict().items()) and peft.state_dict().keys() == stock.keys()
+    for call in (require_peft, add_recapture_adapters):
+        with pytest.raises(RecaptureError, match="PeftUNetSpatioTemporalConditionModel.from_pretrained"):
+            call(unet)
+    assert type(unet) is UNetSpatioTemporalConditionModel and not hasattr(unet, "add_adapter")  # unchanged
     with pytest.raises(RecaptureError, match="UNetSpatioTemporalConditionModel"):
-        enable_peft(torch.nn.Linear(2, 2))
+        require_peft(torch.nn.Linear(2, 2))
 
 
 def test_clip_preprocess_matches_pipeline_encode_image(tiny) -> None:

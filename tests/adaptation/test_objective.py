@@ -57,6 +57,30 @@ def test_added_time_ids_match_pipeline(tiny) -> None:
     torch.testing.assert_close(added_time_ids(7, 127, 0.02, 3), expected)
 
 
+def test_one_micro_conditioning_for_training_and_sampling() -> None:
+    """EDMConfig and the sampling configs hold the same MicroConditioning fields, flat (the YAML keys)."""
+    from dataclasses import fields
+
+    from recapture.adaptation.objective import MicroConditioning
+    from recapture.sampling import RefineConfig, SamplingConfig
+
+    names = [f.name for f in fields(MicroConditioning)]
+    assert names == ["fps", "motion_bucket_id", "noise_aug_strength"]
+    for cls in (EDMConfig, SamplingConfig, RefineConfig):
+        assert issubclass(cls, MicroConditioning) and {f.name for f in fields(cls)} >= set(names)
+    objective = EDMConfig(fps=12, motion_bucket_id=60, noise_aug_strength=0.05)
+    assert objective.micro == MicroConditioning(12, 60, 0.05) == SamplingConfig(fps=12, motion_bucket_id=60,
+                                                                                 noise_aug_strength=0.05).micro
+    assert type(objective.micro) is MicroConditioning
+    torch.testing.assert_close(objective.time_ids(2), added_time_ids(12, 60, 0.05, 2))
+    ids = objective.time_ids(1, device="cpu", dtype=torch.float64)
+    assert ids.dtype == torch.float64 and torch.equal(ids, added_time_ids(12, 60, 0.05, 1, dtype=torch.float64))
+    with pytest.raises(RecaptureError, match="fps must be >= 1"):
+        EDMConfig(fps=0)
+    with pytest.raises(RecaptureError, match="noise_aug_strength must be >= 0"):
+        MicroConditioning(noise_aug_strength=-0.1)
+
+
 def test_encode_condition_matches_pipeline(tiny) -> None:
     rng = np.random.default_rng(1)
     array = rng.integers(0, 256, size=(64, 64, 3), dtype=np.uint8)

@@ -33,7 +33,6 @@ from lightning.pytorch.cli import OptimizerCallable
 
 from recapture.adaptation import (
     EDMConfig,
-    added_time_ids,
     edm_loss,
     encode_condition_latents,
     encode_image_embeds,
@@ -189,8 +188,7 @@ class UNetStage(PriorStage):
         return cond, batch["image_embeds"]
 
     def _time_ids(self, batch_size: int, like: torch.Tensor) -> torch.Tensor:
-        o = self.objective
-        return added_time_ids(o.fps, o.motion_bucket_id, o.noise_aug_strength, batch_size).to(like)
+        return self.objective.time_ids(batch_size).to(like)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         latents = batch["latents"]
