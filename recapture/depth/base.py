@@ -12,7 +12,7 @@ import logging
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, fields
-from typing import ClassVar, Literal, Protocol, runtime_checkable
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -29,6 +29,8 @@ __all__ = [
     "check_frames",
     "depth_sources",
     "explain_depth_error",
+    "migrate_flat_depth",
+    "migrate_flat_depth_sections",
     "scene_scale",
 ]
 
@@ -189,6 +191,58 @@ def depth_sources() -> dict[str, type[DepthSource]]:
         if not inspect.isabstract(cls):
             found.setdefault(cls.__name__, cls)
     return dict(sorted(found.items()))
+
+
+# the flat form of recapture <= 0.x (``depth: {backend: prior, prior_horizon: ...}``) -> class and renamed fields
+_FLAT_BACKENDS = {"prior": "PriorDepthSource", "file": "FileDepthSource", "transformers": "TransformersDepthSource"}
+_FLAT_RENAMES = {"prior_horizon": "horizon", "prior_backdrop": "backdrop"}
+
+
+def migrate_flat_depth(section: dict[str, Any]) -> dict[str, Any]:
+    """The ``class_path`` form of an old flat ``depth:`` section (``backend: ...`` with every backend's fields).
+
+    Saved run configs (``config.yaml``) and older user configs keep loading: the named backend's
+    class gets the fields it has (the prior's ``prior_horizon``/``prior_backdrop`` become
+    ``horizon``/``backdrop``); the other backends' fields, which the old form ignored, are dropped.
+
+    Args:
+        section: the old section, a dict with a ``backend`` key.
+
+    Returns:
+        ``{"class_path": "recapture.depth.<Class>", "init_args": {...}}``.
+
+    Raises:
+        RecaptureError: an unknown ``backend`` value (naming the valid ones).
+    """
+    backend = section.get("backend")
+    if backend not in _FLAT_BACKENDS:
+        raise RecaptureError(f"depth.backend: {backend!r} is not a depth backend; use one of {', '.join(_FLAT_BACKENDS)} "
+                             f"(or, in the current form, --data.depth CLASS: {', '.join(_FLAT_BACKENDS.values())})")
+    name = _FLAT_BACKENDS[backend]
+    cls = depth_sources()[name]
+    accepted = {f.name for f in fields(cls)}
+    init = {_FLAT_RENAMES.get(k, k): v for k, v in section.items() if k != "backend"}
+    return {"class_path": f"recapture.depth.{name}", "init_args": {k: v for k, v in init.items() if k in accepted}}
+
+
+def migrate_flat_depth_sections(config: Any) -> bool:
+    """Rewrite, in place, every old flat ``depth:`` section of a loaded config tree; True if one was found.
+
+    Sections naming an unknown backend are left as they are, for the parser's one-line error.
+    """
+    found = False
+    if isinstance(config, dict):
+        for key, value in config.items():
+            if key == "depth" and isinstance(value, dict) and value.get("backend") in _FLAT_BACKENDS \
+                    and "class_path" not in value:  # an unknown backend is left to the parser's error
+                config[key] = migrate_flat_depth(value)
+                found = True
+            else:
+                found = migrate_flat_depth_sections(value) or found
+    elif isinstance(config, list):
+        for item in config:
+            found = migrate_flat_depth_sections(item) or found
+    return found
 
 
 _DEPTH_KEY = re.compile(r'Parser key "(?P<key>(?:[\w.]+\.)?depth)":')

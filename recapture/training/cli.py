@@ -34,6 +34,8 @@ from recapture.training.precision import cpu_precision
 from recapture.training.trainer import BenchmarkSource, ReCaptureTrainer, RunConfigSaver
 from recapture.utils import OneLineParserErrors, RecaptureError
 
+log = logging.getLogger(__name__)
+
 __all__ = [
     "LEADING_OPTIONS",
     "BenchmarkSource",
@@ -92,8 +94,42 @@ class _RawDescriptionHelpFormatter(DefaultHelpFormatter):
 
 
 
+PARSER_MODE = "recapture_yaml"
+_registered_modes: set[str] = set()
+
+
+def load_config_value(text: str) -> Any:
+    """jsonargparse's YAML loader, then old config forms migrated (saved runs keep loading).
+
+    An old flat ``depth: {backend: ...}`` section (``config.yaml`` of runs from before depth
+    backends became classes) is read as its ``class_path`` form, with one warning saying how to
+    write it now (:func:`recapture.depth.base.migrate_flat_depth`).
+    """
+    from jsonargparse import get_loader
+
+    from recapture.depth.base import migrate_flat_depth_sections
+
+    value = get_loader("yaml")(text)
+    if migrate_flat_depth_sections(value):
+        log.warning("a depth section in the old form (backend: ...) was read as its class_path form; write it as "
+                    "depth: {class_path: PriorDepthSource | FileDepthSource | TransformersDepthSource, init_args: "
+                    "{...}} (README, Depth)")
+    return value
+
+
 class ReCaptureArgumentParser(OneLineParserErrors, LightningArgumentParser):
-    """LightningCLI's parser with one-line errors (usage only on ``--help``) and no option prefixes."""
+    """LightningCLI's parser with one-line errors (usage only on ``--help``), no option prefixes, and
+    config files of older runs migrated on load (:func:`load_config_value`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if PARSER_MODE not in _registered_modes:
+            import yaml
+            from jsonargparse import set_loader
+
+            set_loader(PARSER_MODE, load_config_value, exceptions=(yaml.YAMLError,))
+            _registered_modes.add(PARSER_MODE)
+        kwargs.setdefault("parser_mode", PARSER_MODE)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str, ex: Exception | None = None) -> Any:
         from recapture.depth.base import explain_depth_error  # a wrong data.depth: the value and the choices
