@@ -43,11 +43,20 @@ from recapture.benchmark.results import (
     write_eval_video,
     write_results,
 )
+from recapture.benchmark.scenes import (
+    KUBRIC_MINI,
+    SCENE_LISTS,
+    DatasetScenes,
+    GeneratedScenes,
+    MiniScenes,
+    SceneSource,
+    make_scene_source,
+    resolve_scene_ids,
+)
 from recapture.cameras import Trajectory
 from recapture.data.kubric.controls import read_controls
 from recapture.data.kubric.protocol import EvalSample, ProtocolSettings, Resolution, make_eval_sample
-from recapture.data.kubric.reader import load_scene, scene_name
-from recapture.data.kubric.synthetic import write_kubric_mini
+from recapture.data.kubric.reader import load_scene
 from recapture.depth.base import scene_scale
 from recapture.metrics import MetricModels, MetricWeights
 from recapture.utils import RecaptureError, atomic_path, check_output_folder, hash_inputs, write_json
@@ -70,30 +79,6 @@ __all__ = [
     "run_sweep",
     "sample_trajectory",
 ]
-
-KUBRIC_MINI = "kubric-mini"
-# evaluation lists of the Kubric-4D test split (benchmarks spec 1.1): (first scene, count)
-SCENE_LISTS: dict[str, tuple[int, int]] = {"test100": (2900, 100), "test50": (2900, 50), "test20": (2900, 20)}
-
-
-@dataclass
-class MiniScenes:
-    """The synthetic ``kubric-mini`` scenes, generated on demand (exact depth; see ``write_kubric_mini``).
-
-    Args:
-        num_scenes: how many scenes (``scn02900`` onwards).
-        num_frames: frames per view (at least ``protocol.num_frames``).
-        size: ``(H, W)`` of the generated frames.
-        seed: base seed (scene ``i`` uses ``seed + i``).
-        supersample: colour sub-pixel rays per side.
-    """
-
-    num_scenes: int = 4
-    num_frames: int = 20
-    size: tuple[int, int] = (128, 192)
-    seed: int = 0
-    supersample: int = 2
-
 
 @dataclass
 class BenchmarkSettings:
@@ -160,91 +145,9 @@ class BenchmarkSettings:
     aggregate_only: bool = False
 
 
-def resolve_scene_ids(scenes: str | Sequence[str | int], mini: MiniScenes | None = None) -> list[str]:
-    """Scene ids of a named list (``test100``/``test50``/``test20``/``kubric-mini``) or of explicit ids."""
-    if isinstance(scenes, str) and scenes in SCENE_LISTS:
-        first, count = SCENE_LISTS[scenes]
-        return [scene_name(first + i) for i in range(count)]
-    if isinstance(scenes, str) and scenes == KUBRIC_MINI:
-        return GeneratedScenes(Path(KUBRIC_MINI), mini or MiniScenes()).scene_ids()
-    items = [s.strip() for s in scenes.split(",")] if isinstance(scenes, str) else list(scenes)
-    ids: list[str] = []
-    for item in items:
-        try:
-            ids.append(scene_name(item))
-        except RecaptureError as err:
-            raise RecaptureError(
-                f"kubric.scenes: {item!r} is not a scene id; use test100, test50, test20, {KUBRIC_MINI} "
-                "or ids like scn02900 (a list or comma-separated)"
-            ) from err
-    if not ids:
-        raise RecaptureError("kubric.scenes is empty; use test100, test50, test20, kubric-mini or scene ids")
-    return list(dict.fromkeys(ids))
-
-
-@dataclass(frozen=True)
-class DatasetScenes:
-    """Scenes of a Kubric-4D release on disk (``kubric.root``), by named list or ids."""
-
-    root: Path | None
-    ids: tuple[str, ...]
-
-    def scene_ids(self) -> list[str]:
-        """The scenes to evaluate, in order."""
-        return list(self.ids)
-
-    def check(self) -> None:
-        """Raise unless the dataset root is configured."""
-        if self.root is None:
-            raise RecaptureError("kubric.root is not set; pass the Kubric-4D dataset root (holding scnXXXXX/ folders)")
-
-    def prepare(self, scene_id: str) -> Path:
-        """The root holding ``scene_id`` (already on disk)."""
-        assert self.root is not None
-        return self.root
-
-    def key(self) -> Any:
-        """What changes the scenes' content beyond their ids (nothing: the release is fixed)."""
-        return None
-
-
-@dataclass(frozen=True)
-class GeneratedScenes:
-    """The synthetic ``kubric-mini`` scenes, each written into ``root`` just before it is evaluated."""
-
-    root: Path
-    mini: MiniScenes
-
-    def scene_ids(self) -> list[str]:
-        """``scn02900`` onwards, ``mini.num_scenes`` of them (named like the test split)."""
-        first = SCENE_LISTS["test100"][0]
-        return [scene_name(first + i) for i in range(self.mini.num_scenes)]
-
-    def check(self) -> None:
-        """Nothing to check: the scenes are generated."""
-
-    def prepare(self, scene_id: str) -> Path:
-        """Write ``scene_id`` (skipped when its files are there already) and return the root."""
-        m = self.mini
-        index = int(scene_id[3:]) - SCENE_LISTS["test100"][0]
-        write_kubric_mini(self.root, m.num_scenes, m.num_frames, m.size, m.seed, supersample=m.supersample, only=[index])
-        return self.root
-
-    def key(self) -> Any:
-        """The generator's settings (they change every scene's pixels)."""
-        return asdict(self.mini)
-
-
-SceneSource = DatasetScenes | GeneratedScenes
-
-
 def scene_source(settings: BenchmarkSettings) -> SceneSource:
-    """Where the scenes come from: generated (``scenes: kubric-mini``) or a dataset root; chosen here only."""
-    if settings.scenes == KUBRIC_MINI:
-        return GeneratedScenes(Path(settings.root) if settings.root else Path(settings.output) / KUBRIC_MINI,
-                               settings.mini)
-    ids = resolve_scene_ids(settings.scenes)
-    return DatasetScenes(Path(settings.root) if settings.root else None, tuple(ids))
+    """The settings' scene source (:func:`~recapture.benchmark.scenes.make_scene_source`)."""
+    return make_scene_source(settings.scenes, settings.root, settings.output, settings.mini)
 
 
 def output_dir(settings: BenchmarkSettings, env: Mapping[str, str] | None = None) -> Path:
