@@ -130,8 +130,14 @@ class ReCaptureModule(LightningModule):
     # ------------------------------------------------------------------ components
     @property
     def components(self) -> SVDComponents:
-        """The SVD parts with both LoRAs (loaded by :meth:`load_parts` on first use)."""
-        return self.load_parts()
+        """The SVD parts with both LoRAs, once :meth:`load_parts` has loaded them (reading has no side effects).
+
+        Lightning loads them in :meth:`configure_model`, before any step or callback runs.
+        """
+        if self._components is None:
+            raise RuntimeError("ReCaptureModule.components: the parts are not loaded yet; call load_parts() first "
+                               "(Lightning does in configure_model)")
+        return self._components
 
     def load_parts(self, device: torch.device | str | None = None, precision: str | None = None) -> SVDComponents:
         """Load the SVD parts once, for ``device`` (default: the attached trainer's), and add the LoRAs.

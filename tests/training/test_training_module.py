@@ -22,7 +22,7 @@ def test_schedule_alternates_and_orders() -> None:
 
 def test_lora_weights_are_fp32_over_half_precision_weights() -> None:
     module = ReCaptureModule(components=ComponentsConfig(pretrained=None, variant=None, tiny=True, dtype="float16"))
-    unet = module.components.unet
+    unet = module.load_parts().unet
     base = [p for n, p in unet.named_parameters() if "lora_" not in n]
     assert all(p.dtype == torch.float16 for p in base)
     for name in ("spatial", "temporal"):
