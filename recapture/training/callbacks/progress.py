@@ -60,7 +60,8 @@ class StepTimer(_Ordered):
             timings["train_peak_memory_gb"] = torch.cuda.max_memory_allocated(pl_module.device) / 2**30
 
 
-def _duration(seconds: float) -> str:
+def format_duration(seconds: float) -> str:
+    """``"4m05s"``, or ``"1h02m03s"`` from an hour (whole seconds; negative counts as 0)."""
     seconds = int(max(0, seconds))
     h, rem = divmod(seconds, 3600)
     m, s = divmod(rem, 60)
@@ -106,11 +107,11 @@ class StepProgress(Callback):
         elapsed = time.perf_counter() - self._t0
         per_step = elapsed / max(1, step - self._start)
         of = f"/{total} ({100 * step / total:.0f}%)" if total else ""
-        eta = f", eta {_duration(per_step * (total - step))}" if total else ""
+        eta = f", eta {format_duration(per_step * (total - step))}" if total else ""
         kind = getattr(pl_module, "schedule", None)
         kind = f" {kind.kind(step - 1)}" if kind is not None else ""
         value = f" loss {float(loss.detach()):.4g}" if isinstance(loss, torch.Tensor) else ""
-        line = f"step {step}{of}{kind}{value} | {per_step:.2f} s/step, elapsed {_duration(elapsed)}{eta}"
+        line = f"step {step}{of}{kind}{value} | {per_step:.2f} s/step, elapsed {format_duration(elapsed)}{eta}"
         self.lines.append(line)
         log.info(line)
 

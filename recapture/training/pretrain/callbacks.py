@@ -29,19 +29,13 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from recapture.checksums import CHECKSUMS, sha256_file, verify_checksums, write_checksums  # noqa: F401
+from recapture.training.callbacks.progress import format_duration
 from recapture.training.pretrain.card import write_loss_curves, write_model_card
 from recapture.utils import atomic_path, write_json
 
 log = logging.getLogger("recapture")
 
 RECORD = "pretrain.json"
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(max(0, seconds))
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
 
 
 class PretrainProgress(Callback):
@@ -98,14 +92,14 @@ class PretrainProgress(Callback):
         done = max(1, step - self._start_step)
         per_step = (now - (self._session_start or now)) / done
         total = trainer.max_steps if trainer.max_steps and trainer.max_steps > 0 else None
-        eta = f", eta {_duration(per_step * (total - step))}" if total else ""
+        eta = f", eta {format_duration(per_step * (total - step))}" if total else ""
         val = ""
         if self.validation:
             last = {k: v for k, v in self.validation[-1].items() if k != "step" and "sigma" not in k}
             val = " | " + ", ".join(f"{k} {v:.4g}" for k, v in last.items())
         of = f"/{total} ({100 * step / total:.0f}%)" if total else ""
         return (f"pretrain[{pl_module.stage}] step {step}{of} loss {loss:.4g} | {per_step:.2f} s/step, "
-                f"elapsed {_duration(self.train_seconds)}{eta}{val}")
+                f"elapsed {format_duration(self.train_seconds)}{eta}{val}")
 
     def flush(self) -> float:
         """Add the training time since the last call to ``train_seconds``; return the clock."""
