@@ -224,9 +224,15 @@ def test_render_is_independent_of_batching() -> None:
         SIZE,
         max_rays=1,
     )
-    for key in ("rgb", "depth", "segmentation"):
-        assert torch.equal(both[key][4], alone[key][0])
-        assert torch.equal(both[key], small[key])
+    # Equal up to float32 rounding: the ray maths is the same, but BLAS kernels (the batched
+    # rotations) may round a frame differently with another number of frames in the call (seen on
+    # AVX-512 CPUs; bit-for-bit on AVX2). A frame rendered with the wrong camera or time differs by
+    # far more than this tolerance.
+    for key in ("rgb", "depth"):
+        torch.testing.assert_close(both[key][4], alone[key][0], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(both[key], small[key], rtol=1e-5, atol=1e-5)
+    assert torch.equal(both["segmentation"][4], alone["segmentation"][0])
+    assert torch.equal(both["segmentation"], small["segmentation"])
 
 
 def test_shadows_darken_the_ground_under_an_object() -> None:

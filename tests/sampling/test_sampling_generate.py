@@ -103,11 +103,14 @@ def test_generate_uses_the_given_adapters_and_restores_state(lora_components, im
     assert unet.training and all(m.training for m in unet.modules())
 
     base = generate(build_tiny_components(seed=0), image, FRAMES, _fast(), adapters=None, progress=False)
-    assert torch.equal(none.latents, base.latents)  # all adapters off = the base model, bit for bit
+    # all adapters off = the base model: the same arithmetic, equal up to float32 rounding (on
+    # AVX-512 CPUs MKL may round a GEMM differently for weights at other addresses: 6e-5 seen after
+    # two sampling steps); each adapter set moves the latents by far more (> 1.5 measured, > 0.1 below)
+    torch.testing.assert_close(none.latents, base.latents, rtol=1e-4, atol=2e-4)
     outputs = [both.latents, spatial.latents, none.latents, as_is.latents]
     for i in range(len(outputs)):
         for j in range(i + 1, len(outputs)):
-            assert not torch.allclose(outputs[i], outputs[j], atol=1e-4), (i, j)
+            assert float((outputs[i] - outputs[j]).abs().max()) > 0.1, (i, j)
 
 
 def test_generate_temporal_lora_matters(lora_components, image, perturb):

@@ -49,7 +49,9 @@ def test_decode_latents_errors(tiny):
 def test_forward_chunking_same_result_and_restored(tiny, image):
     plain = generate(tiny, image, FRAMES, _fast(), adapters=None, progress=False)
     chunked = generate(tiny, image, FRAMES, _fast(forward_chunking=True), adapters=None, progress=False)
-    torch.testing.assert_close(chunked.latents, plain.latents, rtol=1e-4, atol=1e-5)
+    # chunking reorders no arithmetic per token, but BLAS may round the smaller GEMMs differently
+    # (6e-5 seen on an AVX-512 CPU after two sampling steps)
+    torch.testing.assert_close(chunked.latents, plain.latents, rtol=1e-4, atol=2e-4)
     blocks = [m for m in tiny.unet.modules() if hasattr(m, "set_chunk_feed_forward")]
     assert blocks and all(m._chunk_size is None for m in blocks)
     with feed_forward_chunking(tiny.unet, True):
