@@ -41,11 +41,13 @@ import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from recapture.adaptation import (  # noqa: E402
+    BypassTargets,
     EDMConfig,
     LoRAConfig,
     PeftUNetSpatioTemporalConditionModel,
     add_recapture_adapters,
     build_tiny_components,
+    bypass_targets,
     set_trainable_adapter,
     step_context,
     step_loss,
@@ -113,9 +115,10 @@ def make_batch(unet: torch.nn.Module, size: tuple[int, int, int], device: torch.
                   torch.randn(1, 1, dim, generator=g, device=device), mask)
 
 
-def loss_fn(unet: torch.nn.Module, kind: str, batch: dict, generator: torch.Generator | None) -> torch.Tensor:
+def loss_fn(unet: torch.nn.Module, kind: str, batch: dict, generator: torch.Generator | None,
+            targets: BypassTargets | None = None) -> torch.Tensor:
     """The module's own step (:func:`recapture.adaptation.step_loss`) under its step context."""
-    with step_context(unet, kind):
+    with step_context(unet, kind, targets=targets):
         return step_loss(unet, batch, kind, EDMConfig(), generator=generator).loss
 
 
@@ -175,9 +178,11 @@ def bench_one(
     gen = torch.Generator(device=device).manual_seed(1)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
+    targets = bypass_targets(unet)  # found once, as ReCaptureModule does
+
     def step() -> None:
         with autocast:
-            loss = loss_fn(unet, kind, batch, gen)
+            loss = loss_fn(unet, kind, batch, gen, targets)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)

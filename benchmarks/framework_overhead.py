@@ -31,7 +31,7 @@ os.environ.setdefault("WANDB_MODE", "offline")
 import torch  # noqa: E402
 from lightning.pytorch import Callback, Trainer  # noqa: E402
 
-from recapture.adaptation import ComponentsConfig, LoRAConfig, set_trainable_adapter, step_loss  # noqa: E402
+from recapture.adaptation import ComponentsConfig, LoRAConfig, step_loss  # noqa: E402
 from recapture.adaptation.encoding import AugmentConfig  # noqa: E402
 from recapture.training.datamodule import ReCaptureDataModule  # noqa: E402
 from recapture.training.module import ReCaptureModule  # noqa: E402
@@ -89,7 +89,7 @@ def bare_round(module: ReCaptureModule, data: ReCaptureDataModule, steps: int) -
         batch = next(loader)
         kind = module.schedule.kind(step)
         t0 = time.perf_counter()
-        set_trainable_adapter(unet, kind)
+        module.adapter_switch.train(kind)
         with module.step_context(kind):  # the module's own step, without Lightning around it
             loss = step_loss(unet, batch, kind, o).loss
             loss.backward()

@@ -4,7 +4,7 @@ Plain torch (no Lightning): the LightningModule in :mod:`recapture.training` and
 :mod:`recapture.sampling` build on these names.
 """
 
-from recapture.adaptation.bypass import temporal_bypass
+from recapture.adaptation.bypass import BypassTargets, bypass_targets, temporal_bypass
 from recapture.adaptation.clip import CLIP_MEAN, CLIP_SIZE, CLIP_STD, clip_preprocess
 from recapture.adaptation.components import (
     ComponentsConfig,
@@ -21,6 +21,7 @@ from recapture.adaptation.lora import (
     TEMPORAL_CROSS_PATTERN,
     TEMPORAL_LINEAR_PATTERN,
     TEMPORAL_PATTERN,
+    AdapterSwitch,
     LoRAConfig,
     adapter_parameters,
     add_recapture_adapters,
@@ -60,6 +61,8 @@ __all__ = [
     "TEMPORAL_CROSS_PATTERN",
     "TEMPORAL_LINEAR_PATTERN",
     "TEMPORAL_PATTERN",
+    "AdapterSwitch",
+    "BypassTargets",
     "ComponentsConfig",
     "Kind",
     "ConditionBatch",
@@ -70,6 +73,7 @@ __all__ = [
     "PeftUNetSpatioTemporalConditionModel",
     "SVDComponents",
     "adapter_parameters",
+    "bypass_targets",
     "add_recapture_adapters",
     "keep_adapters_fp32",
     "added_time_ids",

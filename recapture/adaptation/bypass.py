@@ -22,13 +22,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn as nn
 from diffusers.models.resnet import AlphaBlender
 
-__all__ = ["temporal_bypass"]
+__all__ = ["BypassTargets", "bypass_targets", "temporal_bypass"]
 
 
 def _has_blender(module: nn.Module) -> bool:
@@ -70,8 +70,37 @@ def _temporal_modules(unet: nn.Module) -> list[nn.Module]:
     return found
 
 
+class BypassTargets(NamedTuple):
+    """The modules :func:`temporal_bypass` touches, found once per UNet (finding them walks every module).
+
+    Attributes:
+        blocks: the top-level blocks that get the image-only indicator.
+        temporal: the temporal resnets and transformer blocks that ``skip_compute`` leaves out.
+    """
+
+    blocks: tuple[nn.Module, ...]
+    temporal: tuple[nn.Module, ...]
+
+
+def bypass_targets(unet: nn.Module) -> BypassTargets:
+    """Find the blocks and temporal modules of ``unet`` for :func:`temporal_bypass`.
+
+    Compute it once and pass it to every bypass of a training loop: a UNet's module tree does not
+    change when adapters are added, moved to a device or checkpointed (those wrap leaf layers).
+
+    Raises:
+        ValueError: ``unet`` has no ``learned_with_images`` blender (not an SVD UNet).
+    """
+    blocks = _top_level_blocks(unet)
+    if not blocks:
+        raise ValueError(f"{type(unet).__name__} has no learned_with_images AlphaBlender; is it an SVD UNet?")
+    return BypassTargets(tuple(blocks), tuple(_temporal_modules(unet)))
+
+
 @contextmanager
-def temporal_bypass(unet: nn.Module, skip_compute: bool = False) -> Iterator[nn.Module]:
+def temporal_bypass(
+    unet: nn.Module, skip_compute: bool = False, targets: BypassTargets | None = None
+) -> Iterator[nn.Module]:
     """Inside the block, the UNet's blenders take the spatial branch only (frames are independent).
 
     Works with PEFT adapters and gradient checkpointing (see the module docstring for
@@ -84,6 +113,8 @@ def temporal_bypass(unet: nn.Module, skip_compute: bool = False) -> Iterator[nn.
             temporal resnets return their input); the output is bitwise unchanged, only faster.
             The skipped parameters then get no gradient at all (``grad is None``). With gradient
             checkpointing, run ``backward()`` inside the context too.
+        targets: :func:`bypass_targets` of ``unet``, computed once (None: found now, which walks
+            the whole module tree: a few ms per step for a training loop).
 
     Yields:
         ``unet``.
@@ -94,14 +125,12 @@ def temporal_bypass(unet: nn.Module, skip_compute: bool = False) -> Iterator[nn.
             out = unet(x, t, encoder_hidden_states=emb, added_time_ids=ids).sample
         out.square().mean().backward()  # bypassed also when checkpointed blocks are recomputed
     """
-    blocks = _top_level_blocks(unet)
-    if not blocks:
-        raise ValueError(f"{type(unet).__name__} has no learned_with_images AlphaBlender; is it an SVD UNet?")
-    handles = [b.register_forward_pre_hook(_force_image_only, with_kwargs=True) for b in blocks]
+    targets = bypass_targets(unet) if targets is None else targets
+    handles = [b.register_forward_pre_hook(_force_image_only, with_kwargs=True) for b in targets.blocks]
     skipped: list[nn.Module] = []
     try:
         if skip_compute:
-            for module in _temporal_modules(unet):
+            for module in targets.temporal:
                 module.forward = _passthrough  # instance attribute shadows the class method
                 skipped.append(module)
         yield unet

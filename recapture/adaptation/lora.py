@@ -41,6 +41,7 @@ __all__ = [
     "TEMPORAL_CROSS_PATTERN",
     "TEMPORAL_LINEAR_PATTERN",
     "TEMPORAL_PATTERN",
+    "AdapterSwitch",
     "LoRAConfig",
     "adapter_parameters",
     "add_recapture_adapters",
@@ -252,6 +253,45 @@ def set_trainable_adapter(unet: nn.Module, name: str | Sequence[str] | None) -> 
     for n in names:
         for param in adapter_parameters(unet, n):
             param.requires_grad_(True)
+
+
+class AdapterSwitch:
+    """:func:`set_trainable_adapter` for a training loop: the adapters' parameters found once.
+
+    Finding them walks every module and parameter of the UNet (a few ms per step); the switch then
+    only flips the LoRA parameters' ``requires_grad``. Building it freezes every other parameter
+    (as :func:`set_trainable_adapter` does at each call) and leaves the LoRA flags as they are;
+    the other parameters must stay frozen while the switch is used.
+
+    Args:
+        unet: a UNet with adapters (e.g. after :func:`add_recapture_adapters`).
+
+    Example::
+
+        switch = AdapterSwitch(unet)
+        switch.train("temporal")  # the same requires_grad flags as set_trainable_adapter(unet, "temporal")
+    """
+
+    def __init__(self, unet: nn.Module) -> None:
+        self.names = tuple(_adapter_names(unet))
+        self.parameters = {n: adapter_parameters(unet, n) for n in self.names}
+        lora = {id(p) for params in self.parameters.values() for p in params}
+        for param in unet.parameters():
+            if id(param) not in lora:
+                param.requires_grad_(False)
+
+    def train(self, name: str | Sequence[str] | None) -> None:
+        """Let gradients reach only the LoRA parameters of ``name`` (one, several or None)."""
+        names = [] if name is None else [name] if isinstance(name, str) else list(name)
+        unknown = [n for n in names if n not in self.names]
+        if unknown:
+            raise RecaptureError(f"unknown adapter name(s) {unknown}; this UNet has {list(self.names)}")
+        for params in self.parameters.values():
+            for param in params:
+                param.requires_grad_(False)
+        for n in names:
+            for param in self.parameters[n]:
+                param.requires_grad_(True)
 
 
 def _read_lora_file(path: Path) -> dict:

@@ -20,7 +20,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from recapture.adaptation.bypass import temporal_bypass
+from recapture.adaptation.bypass import BypassTargets, temporal_bypass
 from recapture.adaptation.objective import EDMConfig, LossOutput, edm_loss
 
 __all__ = ["Kind", "step_context", "step_loss"]
@@ -28,14 +28,17 @@ __all__ = ["Kind", "step_context", "step_loss"]
 Kind = Literal["temporal", "spatial"]
 
 
-def step_context(unet: nn.Module, kind: Kind, skip_compute: bool = True) -> contextlib.AbstractContextManager[Any]:
+def step_context(
+    unet: nn.Module, kind: Kind, skip_compute: bool = True, targets: BypassTargets | None = None
+) -> contextlib.AbstractContextManager[Any]:
     """What a step of ``kind`` runs under: the temporal bypass for spatial steps, nothing for temporal ones.
 
     Enter it for the forward AND the backward pass, so that checkpointed blocks recomputed during
-    backward are bypassed too.
+    backward are bypassed too. ``targets``: :func:`~recapture.adaptation.bypass.bypass_targets` of
+    ``unet``, computed once per loop (None: found at every call).
     """
     if kind == "spatial":
-        return temporal_bypass(unet, skip_compute=skip_compute)
+        return temporal_bypass(unet, skip_compute=skip_compute, targets=targets)
     return contextlib.nullcontext()
 
 

@@ -24,14 +24,16 @@ from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 
 from recapture.adaptation import (
+    AdapterSwitch,
+    BypassTargets,
     ComponentsConfig,
     EDMConfig,
     LoRAConfig,
     SVDComponents,
     adapter_parameters,
     add_recapture_adapters,
+    bypass_targets,
     load_components,
-    set_trainable_adapter,
 )
 from recapture.adaptation.encoding import TrainingEncoder
 from recapture.adaptation.objective import MicroConditioning
@@ -123,6 +125,8 @@ class ReCaptureModule(LightningModule):
         _share_micro_conditioning(self.objective, self.sampling, "model.sampling")
         _share_micro_conditioning(self.objective, self.refine, "model.refine")
         self._components: SVDComponents | None = None
+        self.adapter_switch: AdapterSwitch | None = None  # set with the parts by load_parts()
+        self.bypass_targets: BypassTargets | None = None
         self.result = RunResult()  # what the output callbacks produce (reset at every fit start)
         # checkpoints hold only LoRA weights: the frozen UNet is reloaded from `components`
         self.strict_loading = False
@@ -159,6 +163,9 @@ class ReCaptureModule(LightningModule):
         if self.gradient_checkpointing:
             unet.enable_gradient_checkpointing()
         self.unet = unet  # the only registered submodule
+        # found once: walking the UNet's modules at every step costs milliseconds
+        self.adapter_switch = AdapterSwitch(unet)
+        self.bypass_targets = bypass_targets(unet)
         self._components = parts
         return parts
 
@@ -192,11 +199,11 @@ class ReCaptureModule(LightningModule):
         Entered for the forward pass (``training_step``) and again for the backward pass
         (:meth:`backward`), so checkpointed blocks recomputed during backward are bypassed too.
         """
-        return step_context(self.unet, kind, skip_compute=self.bypass_skip_compute)
+        return step_context(self.unet, kind, skip_compute=self.bypass_skip_compute, targets=self.bypass_targets)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         kind = self.step_kind()
-        set_trainable_adapter(self.unet, kind)
+        self.adapter_switch.train(kind)
         with self.step_context(kind):
             out = step_loss(self.unet, batch, kind, self.objective)
         b = batch[f"{kind}_latents"].shape[0]

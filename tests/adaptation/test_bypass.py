@@ -8,6 +8,7 @@ import torch
 from recapture.adaptation import (
     adapter_parameters,
     add_recapture_adapters,
+    bypass_targets,
     set_trainable_adapter,
     temporal_bypass,
 )
@@ -63,6 +64,24 @@ def test_skip_compute_gives_the_same_output_and_hooks_are_removed(lora_unet, une
         raise RuntimeError("boom")
     with torch.no_grad():
         assert torch.equal(run_unet(lora_unet, x), before)
+
+
+@pytest.mark.parametrize("skip_compute", [False, True])
+def test_precomputed_targets_give_the_same_bypass(lora_unet, unet_inputs, run_unet, skip_compute) -> None:
+    """What a training loop passes (targets found once) is the bypass found at each call, bit for bit."""
+    targets = bypass_targets(lora_unet)
+    assert len(targets.blocks) == len(lora_unet.down_blocks) + len(lora_unet.up_blocks) + 1
+    assert targets.temporal and all(m in set(lora_unet.modules()) for m in targets.temporal)
+    x = unet_inputs(batch=1, frames=3)
+    with torch.no_grad():
+        with temporal_bypass(lora_unet, skip_compute=skip_compute):
+            found = run_unet(lora_unet, x)
+        with temporal_bypass(lora_unet, skip_compute=skip_compute, targets=targets):
+            given = run_unet(lora_unet, x)
+        plain = run_unet(lora_unet, x)
+    assert torch.equal(found, given)
+    assert not torch.equal(given, plain)  # the bypass applied, and was removed on exit
+    assert all("forward" not in vars(m) for m in lora_unet.modules())
 
 
 def test_bypass_single_frame_differs_from_num_frames_one(lora_unet, unet_inputs, run_unet) -> None:

@@ -12,6 +12,7 @@ from recapture.adaptation import (
     LORA_WEIGHT_NAME,
     SPATIAL_PATTERN,
     TEMPORAL_PATTERN,
+    AdapterSwitch,
     LoRAConfig,
     adapter_parameters,
     add_recapture_adapters,
@@ -158,6 +159,24 @@ def test_set_trainable_adapter(tiny) -> None:
     assert trainable == {id(p) for p in adapter_parameters(tiny.unet, "temporal")}
     set_trainable_adapter(tiny.unet, None)
     assert not any(p.requires_grad for p in tiny.unet.parameters())
+
+
+@pytest.mark.parametrize("choice", ["temporal", "spatial", ["spatial", "temporal"], None])
+def test_adapter_switch_sets_the_flags_set_trainable_adapter_sets(tiny, choice) -> None:
+    add_recapture_adapters(tiny.unet)
+    params = list(tiny.unet.parameters())
+    next(p for p in params if not p.requires_grad).requires_grad_(True)  # a stray unfrozen base weight
+    switch = AdapterSwitch(tiny.unet)
+    assert switch.names == ("spatial", "temporal")
+    for previous in ("spatial", None, "temporal"):  # whatever the previous step left
+        switch.train(previous)
+        switch.train(choice)
+        flags = [p.requires_grad for p in params]
+        set_trainable_adapter(tiny.unet, choice)
+        assert flags == [p.requires_grad for p in params]
+    assert any(flags) == (choice is not None)
+    with pytest.raises(RecaptureError, match=r"'motion'.*\['spatial', 'temporal'\]"):
+        switch.train("motion")
 
 
 def test_save_load_roundtrip_on_fresh_unet(tiny, tmp_path, unet_inputs, run_unet, perturb_adapter) -> None:
