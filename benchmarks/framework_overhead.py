@@ -2,6 +2,7 @@
 
     python benchmarks/framework_overhead.py                 # tiny model, the demo's clip (8 frames, 128x64)
     python benchmarks/framework_overhead.py --steps 40 --size 192 --threads 1
+    python benchmarks/framework_overhead.py --pretrained /tmp/svd_full --frames 2 --size 64 --steps 6 --rounds 2
 
 Both paths train the same module on the same batches (the data module's real training tensors):
 
@@ -57,7 +58,9 @@ class Intervals(Callback):
 
 
 def make(args: argparse.Namespace, tmp: str) -> tuple[ReCaptureModule, ReCaptureDataModule]:
-    module = ReCaptureModule(components=ComponentsConfig(pretrained=None, variant=None, tiny=True),
+    components = (ComponentsConfig(pretrained=args.pretrained, variant=None) if args.pretrained
+                  else ComponentsConfig(pretrained=None, variant=None, tiny=True))
+    module = ReCaptureModule(components=components,
                              lora=LoRAConfig(rank=8), gradient_checkpointing=False)
     data = ReCaptureDataModule(video="example", num_frames=args.frames, size=args.size,
                                augment=AugmentConfig(pool_size=4, condition_draws=2), spatial_batch_size=2,
@@ -106,6 +109,9 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--size", type=int, default=128, help="long side of the example clip (demo: 128)")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--pretrained", default=None,
+                        help="an SVD folder (hub layout) instead of the tiny random model, e.g. one written by "
+                             "recapture.adaptation.full_size.write_random_svd")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -122,9 +128,10 @@ def main() -> None:
             for kind, values in bare_round(module, data, args.steps).items():
                 bare[kind] += values
     load = " / ".join(f"{v:.2f}" for v in os.getloadavg())
+    model = f"SVD from {args.pretrained}" if args.pretrained else "tiny model"
     print(f"`python benchmarks/framework_overhead.py {' '.join(os.sys.argv[1:])}` - {platform.machine()}, "
           f"{os.cpu_count()} CPUs (torch threads {torch.get_num_threads()}), torch {torch.__version__}, "
-          f"load {load}, {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; tiny model, "
+          f"load {load}, {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; {model}, "
           f"{args.frames} frames of the example clip at size {args.size}, {args.rounds} x {args.steps} steps per path\n")
     print("| step kind | loop ms (median) | bare ms (median) | loop / bare |")
     print("| --- | ---: | ---: | ---: |")
