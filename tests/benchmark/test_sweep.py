@@ -260,6 +260,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow  # two processes with a gloo group: ~12-21 s
 def test_two_gloo_processes_barrier_then_rank0_aggregates(mini_root: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     torch.multiprocessing.spawn(_gloo_worker, args=(2, _free_port(), str(mini_root), str(out)), nprocs=2)

@@ -233,6 +233,7 @@ def test_every_config_file_is_parsed_by_some_test() -> None:
     assert len(MAIN_CONFIGS) >= 2 and len(OVERLAYS) >= 9
 
 
+@pytest.mark.slow  # a real fit in a subprocess: ~11-16 s each
 @pytest.mark.parametrize("bar", ["false", "true"])  # true: the default of the shipped configs
 def test_fit_into_a_log_file_prints_steady_progress_lines(tmp_path: Path, bar: str) -> None:
     """stderr redirected to a file (SLURM, nohup): step/total, loss and ETA lines, not one line at the end."""
@@ -254,6 +255,7 @@ def test_fit_into_a_log_file_prints_steady_progress_lines(tmp_path: Path, bar: s
     assert "s/step, elapsed" in text and "eta" in text
 
 
+@pytest.mark.slow  # a real fit in a subprocess: ~10-18 s
 def test_console_fit_has_no_lightning_tips_or_eval_mode_warning(tmp_path: Path) -> None:
     import os
     import subprocess
