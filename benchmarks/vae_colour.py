@@ -23,16 +23,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from vae_colour_runs import chroma  # noqa: E402  (the sibling script: one chroma definition)
 
 from recapture.adaptation.prior import reconstruct  # noqa: E402
 from recapture.data.procedural.dataset import ProceduralVideoDataset  # noqa: E402
 from recapture.metrics.image import psnr  # noqa: E402
-
-
-def chroma(frames: torch.Tensor) -> torch.Tensor:
-    """Opponent chroma ``(N, 2, H, W)`` of frames ``(N, 3, H, W)``: ``r - g`` and ``(r + g) / 2 - b``."""
-    r, g, b = frames.unbind(1)
-    return torch.stack([r - g, (r + g) / 2 - b], 1)
 
 
 def probe_r2(features: torch.Tensor, target: torch.Tensor) -> list[float]:

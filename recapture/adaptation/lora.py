@@ -181,8 +181,16 @@ def _adapter_names(unet: nn.Module) -> list[str]:
     return sorted(getattr(unet, "peft_config", {}) or {})
 
 
+def _as_names(name: str | Sequence[str] | None) -> list[str]:
+    """One adapter name, several, or None (none) as a list."""
+    return [] if name is None else [name] if isinstance(name, str) else list(name)
+
+
 def _check_names(unet: nn.Module, names: Sequence[str]) -> None:
-    valid = _adapter_names(unet)
+    _require_known(names, _adapter_names(unet))
+
+
+def _require_known(names: Sequence[str], valid: list[str]) -> None:
     unknown = [n for n in names if n not in valid]
     if unknown:
         raise RecaptureError(
@@ -246,7 +254,7 @@ def set_trainable_adapter(unet: nn.Module, name: str | Sequence[str] | None) -> 
         unet: a UNet with adapters.
         name: one adapter, several, or None to freeze every parameter.
     """
-    names = [] if name is None else [name] if isinstance(name, str) else list(name)
+    names = _as_names(name)
     _check_names(unet, names)
     for param in unet.parameters():
         param.requires_grad_(False)
@@ -282,10 +290,8 @@ class AdapterSwitch:
 
     def train(self, name: str | Sequence[str] | None) -> None:
         """Let gradients reach only the LoRA parameters of ``name`` (one, several or None)."""
-        names = [] if name is None else [name] if isinstance(name, str) else list(name)
-        unknown = [n for n in names if n not in self.names]
-        if unknown:
-            raise RecaptureError(f"unknown adapter name(s) {unknown}; this UNet has {list(self.names)}")
+        names = _as_names(name)
+        _require_known(names, list(self.names))
         for params in self.parameters.values():
             for param in params:
                 param.requires_grad_(False)
