@@ -7,6 +7,21 @@
     python benchmarks/vae_colour_runs.py --flat --crop none --steps 150 --every 25            # flat colours only
     python benchmarks/vae_colour_runs.py --flat --crop none --groups 4 --steps 150 --every 25 # diagnostic
 
+Which part of the architecture keeps colour from being learnt (2000 steps each; ``--diffusers``
+swaps halves for plain convolution stacks, the other flags are diagnostics of the stock class):
+
+    python benchmarks/vae_colour_runs.py --diffusers none --steps 2000 --every 500                    # plain autoencoder
+    python benchmarks/vae_colour_runs.py --diffusers none --plain-norm ends --steps 2000 --every 500  # + the two GroupNorms
+    python benchmarks/vae_colour_runs.py --diffusers none --plain-norm ends --channels 64,64,64 --steps 2000 --every 500
+    python benchmarks/vae_colour_runs.py --diffusers encoder --plain-norm ends --steps 2000 --every 500
+    python benchmarks/vae_colour_runs.py --diffusers encoder --plain-norm ends --no-attention --steps 2000 --every 500
+    python benchmarks/vae_colour_runs.py --diffusers decoder --plain-norm ends --steps 2000 --every 500
+    python benchmarks/vae_colour_runs.py --diffusers none --plain-norm ends --plain-blocks 32 --steps 2000 --every 500
+    python benchmarks/vae_colour_runs.py --diffusers none --plain-norm ends --plain-blocks 8 --steps 2000 --every 500
+    python benchmarks/vae_colour_runs.py --zero-init --steps 1000 --every 250                      # blocks start as identity
+    python benchmarks/vae_colour_runs.py --mode --steps 1000 --every 250                           # no posterior sampling
+    python benchmarks/vae_colour_runs.py --all-groups 1 --steps 400                                # GroupNorm(1) everywhere
+
 A pool of 64 training clips and 8 held-out clips (procedural, 8 frames of 64x96, supersampled) is
 rendered once and cached (``--pool``). Each step: 2 random clips, a random crop (the same window
 for every frame; ``--crop none``: whole frames), L1 + 1e-6 KL (as ``recapture pretrain``'s VAE
@@ -30,7 +45,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from recapture.adaptation.prior import VAESize, reconstruct  # noqa: E402
+from recapture.adaptation.prior import VAESize  # noqa: E402
 from recapture.data.procedural.dataset import ProceduralVideoDataset  # noqa: E402
 from recapture.metrics.image import psnr  # noqa: E402
 from recapture.training.pretrain.quality import saturation  # noqa: E402
@@ -66,6 +81,120 @@ def flat_clips(n: int, generator: torch.Generator) -> torch.Tensor:
     return (colour + 0.05 * torch.randn(n, 8, 3, 64, 96, generator=generator)).clamp(0, 1)
 
 
+def zero_residual_branches(module: torch.nn.Module) -> list[torch.nn.Module]:
+    """Zero the output layer of every residual branch below ``module`` (ResNet ``conv2``, attention
+    ``to_out[0]``): each block starts as the identity. Returns the zeroed layers."""
+    layers = [m.conv2 for m in module.modules() if hasattr(m, "conv2") and hasattr(m, "norm1")]
+    layers += [m.to_out[0] for m in module.modules() if hasattr(m, "to_out") and hasattr(m, "to_q")]
+    with torch.no_grad():
+        for layer in layers:
+            layer.weight.zero_()
+            if layer.bias is not None:
+                layer.bias.zero_()
+    return layers
+
+
+class PlainBlock(torch.nn.Module):
+    """``x + conv(SiLU(GN(conv(SiLU(GN(x))))))``: the stock ResNet block without its time embedding."""
+
+    def __init__(self, channels: int, groups: int) -> None:
+        super().__init__()
+        self.branch = torch.nn.Sequential(
+            torch.nn.GroupNorm(groups, channels), torch.nn.SiLU(), torch.nn.Conv2d(channels, channels, 3, padding=1),
+            torch.nn.GroupNorm(groups, channels), torch.nn.SiLU(), torch.nn.Conv2d(channels, channels, 3, padding=1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.branch(x)
+
+
+def _blocks(channels: int, groups: int) -> torch.nn.Module:
+    return PlainBlock(channels, groups) if groups else torch.nn.Identity()
+
+
+def plain_encoder(width: int, latent: int, norm: bool, block_groups: int = 0) -> torch.nn.Sequential:
+    """3x3 conv to ``width``, two stride-2 convs to 64, a conv to ``latent``: a 4x encoder.
+
+    ``block_groups`` > 0 adds a :class:`PlainBlock` with that many GroupNorm groups at full and at
+    latent resolution.
+    """
+    act = torch.nn.SiLU
+    out_norm = torch.nn.GroupNorm(32, 64) if norm else torch.nn.Identity()
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(3, width, 3, padding=1), _blocks(width, block_groups), act(),
+        torch.nn.Conv2d(width, 64, 3, 2, 1), act(), torch.nn.Conv2d(64, 64, 3, 2, 1), _blocks(64, block_groups),
+        out_norm, act(), torch.nn.Conv2d(64, latent, 3, padding=1),
+    )
+
+
+def plain_decoder(width: int, latent: int, norm: bool, block_groups: int = 0) -> torch.nn.Sequential:
+    """The mirror of :func:`plain_encoder` (nearest upsampling, then a conv)."""
+    act, up = torch.nn.SiLU, torch.nn.Upsample
+    out_norm = torch.nn.GroupNorm(32, width) if norm else torch.nn.Identity()
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(latent, 64, 3, padding=1), _blocks(64, block_groups), act(), up(scale_factor=2),
+        torch.nn.Conv2d(64, 64, 3, padding=1), act(), up(scale_factor=2), torch.nn.Conv2d(64, width, 3, padding=1),
+        _blocks(width, block_groups), out_norm, act(), torch.nn.Conv2d(width, 3, 3, padding=1),
+    )
+
+
+def halves(vae: torch.nn.Module, diffusers: str, width: int, plain_norm: str, block_groups: int = 0):
+    """``encode(x, sample) -> (z, kl sum)``, ``decode(z, frames) -> x`` and the parameters to train.
+
+    ``diffusers`` says which halves are ``vae``'s (``both``, ``encoder``, ``decoder``, ``none``); a
+    plain encoder is deterministic (KL 0).
+    """
+    latent = vae.config.latent_channels
+    params: list[torch.nn.Parameter] = []
+    if diffusers in ("both", "encoder"):
+        params += list(vae.encoder.parameters()) + list(vae.quant_conv.parameters())
+
+        def encode(x: torch.Tensor, sample: bool) -> tuple[torch.Tensor, torch.Tensor]:
+            posterior = vae.encode(x).latent_dist
+            return (posterior.sample() if sample else posterior.mode()), posterior.kl().float().sum()
+    else:
+        enc = plain_encoder(width, latent, plain_norm == "ends", block_groups)
+        params += list(enc.parameters())
+        vae.add_module("plain_encoder", enc)  # follows vae.train() / vae.eval()
+
+        def encode(x: torch.Tensor, sample: bool) -> tuple[torch.Tensor, torch.Tensor]:
+            return enc(x), torch.zeros(())
+    if diffusers in ("both", "decoder"):
+        params += list(vae.decoder.parameters())
+
+        def decode(z: torch.Tensor, frames: int) -> torch.Tensor:
+            return vae.decode(z, num_frames=frames).sample.float()
+    else:
+        dec = plain_decoder(width, latent, plain_norm == "ends", block_groups)
+        params += list(dec.parameters())
+        vae.add_module("plain_decoder", dec)
+
+        def decode(z: torch.Tensor, frames: int) -> torch.Tensor:
+            return dec(z)
+    return encode, decode, params
+
+
+def mute_attention(vae: torch.nn.Module) -> None:
+    """Zero and freeze the output projection of every attention: each becomes the identity for good."""
+    for m in vae.modules():
+        if hasattr(m, "to_out") and hasattr(m, "to_q"):
+            with torch.no_grad():
+                m.to_out[0].weight.zero_()
+                m.to_out[0].bias.zero_()
+            for q in m.parameters():
+                q.requires_grad_(False)
+
+
+def swap_norms(module: torch.nn.Module, groups: int) -> None:
+    """Replace every GroupNorm below ``module`` by one with ``groups`` groups (-1: by the identity)."""
+    for name, child in module.named_children():
+        if isinstance(child, torch.nn.GroupNorm):
+            new = torch.nn.Identity() if groups < 0 else torch.nn.GroupNorm(groups, child.num_channels, eps=child.eps)
+            setattr(module, name, new)
+        else:
+            swap_norms(child, groups)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--channels", default="32,64,64", help="block_out_channels (the shipped VAE: 32,64,64)")
@@ -76,6 +205,26 @@ def main() -> None:
     p.add_argument("--cw", type=float, default=2.0, help="weight of the chroma term (--loss chroma)")
     p.add_argument("--flat", action="store_true", help="train and evaluate on flat-colour clips")
     p.add_argument("--groups", type=int, default=0, help="diagnostic: groups of the two output GroupNorms")
+    p.add_argument("--all-groups", type=int, default=0,
+                   help="diagnostic: groups of every GroupNorm (0: as built, -1: no norms at all)")
+    p.add_argument("--zero-init", action="store_true",
+                   help="zero the last layer of every residual branch (ResNet conv2, attention to_out)")
+    p.add_argument("--freeze-branches", action="store_true",
+                   help="--zero-init and keep those layers at zero: every residual block stays the identity")
+    p.add_argument("--logvar", type=float, default=-6.0, help="the encoder's initial posterior log-variance")
+    p.add_argument("--mode", action="store_true", help="decode the posterior mean while training (no sampling)")
+    p.add_argument("--diffusers", choices=("both", "encoder", "decoder", "none"), default="both",
+                   help="which halves are the diffusers VAE's; the others are plain convolution stacks "
+                        "(no residual blocks, attention or temporal layers; 'none': a plain autoencoder)")
+    p.add_argument("--plain-norm", choices=("none", "ends"), default="none",
+                   help="plain halves: no GroupNorm, or 32-group GroupNorms where the diffusers VAE has its "
+                        "conv_norm_out (before the latent head and before the RGB head)")
+    p.add_argument("--plain-blocks", type=int, default=0, metavar="GROUPS",
+                   help="plain halves: add a residual block (GroupNorm with GROUPS groups, as the stock "
+                        "ResNet block) at full and at latent resolution; 0: none")
+    p.add_argument("--no-attention", action="store_true",
+                   help="switch the mid-block attentions off: to_out zeroed and frozen (the stock class, so the "
+                        "weights still load in diffusers)")
     p.add_argument("--every", type=int, default=100)
     p.add_argument("--pool", type=Path, default=Path("/tmp/vae_colour_pool.pt"))
     p.add_argument("--tag", default="")
@@ -87,12 +236,24 @@ def main() -> None:
     if a.flat:
         g = torch.Generator().manual_seed(1)
         train, held = flat_clips(64, g), flat_clips(8, g)
-    vae = VAESize(block_out_channels=tuple(int(c) for c in a.channels.split(","))).build(0)
+    channels = tuple(int(c) for c in a.channels.split(","))
+    vae = VAESize(block_out_channels=channels, initial_logvar=a.logvar).build(0)
     if a.groups:
         for part in (vae.encoder, vae.decoder):
             norm = part.conv_norm_out
             part.conv_norm_out = torch.nn.GroupNorm(a.groups, norm.num_channels, eps=norm.eps)
-    opt = torch.optim.AdamW(vae.parameters(), lr=a.lr, betas=(0.9, 0.99), weight_decay=0.0)
+    if a.zero_init or a.freeze_branches:
+        zeroed = zero_residual_branches(vae)
+        if a.freeze_branches:
+            for layer in zeroed:
+                layer.requires_grad_(False)
+    if a.all_groups:
+        swap_norms(vae, a.all_groups)
+    if a.no_attention:
+        mute_attention(vae)
+    encode, decode, params = halves(vae, a.diffusers, channels[0], a.plain_norm, a.plain_blocks)
+    params = [q for q in params if q.requires_grad]
+    opt = torch.optim.AdamW(params, lr=a.lr, betas=(0.9, 0.99), weight_decay=0.0)
     crop = None if a.crop == "none" else tuple(int(c) for c in a.crop.split(","))
     start = time.time()
     for step in range(1, a.steps + 1):
@@ -105,20 +266,22 @@ def main() -> None:
             group["lr"] = a.lr * min(1.0, step / 50)
         b, t = v.shape[:2]
         x = v.reshape(b * t, *v.shape[2:]) * 2 - 1
-        posterior = vae.encode(x).latent_dist
-        z = posterior.sample()
-        err = vae.decode(z, num_frames=t).sample.float() - x
-        loss = err.abs().mean() + 1e-6 * posterior.kl().float().sum() / z.numel()
+        z, kl = encode(x, not a.mode)
+        err = decode(z, t) - x
+        loss = err.abs().mean() + 1e-6 * kl / z.numel()
         if a.loss == "chroma":
             loss = loss + a.cw * chroma(err).abs().mean()
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
         if step % a.every == 0 or step == a.steps:
             vae.eval()
-            with torch.no_grad():
-                rec = torch.cat([reconstruct(vae, held[i : i + 4]) for i in range(0, len(held), 4)])
+            with torch.no_grad():  # posterior mode, as recapture.adaptation.prior.reconstruct
+                rec = torch.cat([
+                    ((decode(encode(c.flatten(0, 1) * 2 - 1, False)[0], c.shape[1]) + 1) / 2).clamp(0, 1).view(c.shape)
+                    for c in held.split(4)
+                ])
             vae.train()
             print(json.dumps({"tag": a.tag, "step": step, "s": round(time.time() - start, 1),
                               "psnr": round(float(psnr(rec, held).mean()), 2),
