@@ -81,17 +81,25 @@ def flat_clips(n: int, generator: torch.Generator) -> torch.Tensor:
     return (colour + 0.05 * torch.randn(n, 8, 3, 64, 96, generator=generator)).clamp(0, 1)
 
 
-def zero_residual_branches(module: torch.nn.Module) -> list[torch.nn.Module]:
-    """Zero the output layer of every residual branch below ``module`` (ResNet ``conv2``, attention
-    ``to_out[0]``): each block starts as the identity. Returns the zeroed layers."""
-    layers = [m.conv2 for m in module.modules() if hasattr(m, "conv2") and hasattr(m, "norm1")]
-    layers += [m.to_out[0] for m in module.modules() if hasattr(m, "to_out") and hasattr(m, "to_q")]
+def _attentions(module: torch.nn.Module) -> list[torch.nn.Module]:
+    """The diffusers ``Attention`` modules below ``module``."""
+    return [m for m in module.modules() if hasattr(m, "to_out") and hasattr(m, "to_q")]
+
+
+def _zero(layers: list[torch.nn.Module]) -> list[torch.nn.Module]:
     with torch.no_grad():
         for layer in layers:
             layer.weight.zero_()
             if layer.bias is not None:
                 layer.bias.zero_()
     return layers
+
+
+def zero_residual_branches(module: torch.nn.Module) -> list[torch.nn.Module]:
+    """Zero the output layer of every residual branch below ``module`` (ResNet ``conv2``, attention
+    ``to_out[0]``): each block starts as the identity. Returns the zeroed layers."""
+    layers = [m.conv2 for m in module.modules() if hasattr(m, "conv2") and hasattr(m, "norm1")]
+    return _zero(layers + [m.to_out[0] for m in _attentions(module)])
 
 
 class PlainBlock(torch.nn.Module):
@@ -176,13 +184,9 @@ def halves(vae: torch.nn.Module, diffusers: str, width: int, plain_norm: str, bl
 
 def mute_attention(vae: torch.nn.Module) -> None:
     """Zero and freeze the output projection of every attention: each becomes the identity for good."""
-    for m in vae.modules():
-        if hasattr(m, "to_out") and hasattr(m, "to_q"):
-            with torch.no_grad():
-                m.to_out[0].weight.zero_()
-                m.to_out[0].bias.zero_()
-            for q in m.parameters():
-                q.requires_grad_(False)
+    for attention in _attentions(vae):
+        _zero([attention.to_out[0]])
+        attention.requires_grad_(False)
 
 
 def swap_norms(module: torch.nn.Module, groups: int) -> None:
