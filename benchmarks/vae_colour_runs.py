@@ -22,6 +22,17 @@ swaps halves for plain convolution stacks, the other flags are diagnostics of th
     python benchmarks/vae_colour_runs.py --mode --steps 1000 --every 250                           # no posterior sampling
     python benchmarks/vae_colour_runs.py --all-groups 1 --steps 400                                # GroupNorm(1) everywhere
 
+Colour-weighted losses, weight decay and MSE on the stock class (shipped width; 1000 steps or stopped earlier):
+
+    python benchmarks/vae_colour_runs.py --boost 6 --steps 1000 --every 250            # data and target chroma x6
+    python benchmarks/vae_colour_runs.py --boost 6 --boost-out 1 --steps 1000 --every 250  # input chroma x6 only
+    python benchmarks/vae_colour_runs.py --boost 1 --boost-out 6 --steps 1000 --every 250  # target chroma x6 only
+    python benchmarks/vae_colour_runs.py --wd 1 --steps 1000 --every 250               # AdamW decay of the weights
+    python benchmarks/vae_colour_runs.py --loss mse --steps 1000 --every 250
+    python benchmarks/vae_colour_runs.py --error-boost 6 --anneal 1000,2000 --steps 3000 --every 250  # loss weight only
+    python benchmarks/vae_colour_runs.py --boost 1 --boost-out 6 --error-boost 1 --steps 1500 --every 250   # output reparam only
+    python benchmarks/vae_colour_runs.py --boost 1 --boost-out 6 --anneal 750,1500 --error-boost 6 --steps 2500 --every 250
+
 A pool of 64 training clips and 8 held-out clips (procedural, 8 frames of 64x96, supersampled) is
 rendered once and cached (``--pool``). Each step: 2 random clips, a random crop (the same window
 for every frame; ``--crop none``: whole frames), L1 + 1e-6 KL (as ``recapture pretrain``'s VAE
@@ -79,6 +90,27 @@ def flat_clips(n: int, generator: torch.Generator) -> torch.Tensor:
     """``n`` clips of one random constant colour each, plus 0.05 noise: ``(n, 8, 3, 64, 96)``."""
     colour = torch.rand(n, 1, 3, 1, 1, generator=generator)
     return (colour + 0.05 * torch.randn(n, 8, 3, 64, 96, generator=generator)).clamp(0, 1)
+
+
+def chroma_boost(k: float) -> torch.Tensor:
+    """The 3x3 colour matrix that scales every pixel's distance from the grey of its mean by ``k``
+    (``(r + g + b) / 3`` kept; linear, so grey 0 of the [-1, 1] range stays 0). Its inverse is
+    ``chroma_boost(1 / k)``; folded into ``conv_in`` and ``time_conv_out`` it leaves the class unchanged."""
+    mean = torch.full((3, 3), 1 / 3)
+    return mean + k * (torch.eye(3) - mean)
+
+
+def recolour(x: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
+    """``matrix`` applied to the channel axis of ``(N, 3, H, W)``."""
+    return torch.einsum("oc,nchw->nohw", matrix, x)
+
+
+def error_boost(k: float, anneal: str | None, step: int) -> float:
+    """``k`` until step ``A`` of ``anneal`` ("A,B"), then linearly down to 1 at step ``B``."""
+    if anneal is None:
+        return k
+    start, end = (int(v) for v in anneal.split(","))
+    return k + (1 - k) * min(1.0, max(0.0, (step - start) / max(1, end - start)))
 
 
 def _attentions(module: torch.nn.Module) -> list[torch.nn.Module]:
@@ -205,7 +237,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--crop", default="32,48", help="h,w of the training crops, or none")
     p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--loss", choices=("l1", "chroma"), default="l1")
+    p.add_argument("--loss", choices=("l1", "chroma", "mse"), default="l1")
     p.add_argument("--cw", type=float, default=2.0, help="weight of the chroma term (--loss chroma)")
     p.add_argument("--flat", action="store_true", help="train and evaluate on flat-colour clips")
     p.add_argument("--groups", type=int, default=0, help="diagnostic: groups of the two output GroupNorms")
@@ -229,6 +261,18 @@ def main() -> None:
     p.add_argument("--no-attention", action="store_true",
                    help="switch the mid-block attentions off: to_out zeroed and frozen (the stock class, so the "
                         "weights still load in diffusers)")
+    p.add_argument("--boost", type=float, default=1.0,
+                   help="train on clips whose chroma is scaled by this factor (input and target); reconstructions "
+                        "are scaled back before they are scored (a reparametrisation the export can fold in)")
+    p.add_argument("--boost-out", type=float, default=None,
+                   help="chroma factor of the target and the reconstruction only (default: --boost)")
+    p.add_argument("--error-boost", type=float, default=None,
+                   help="score the RGB reconstruction error with its chroma scaled by this factor (a colour-"
+                        "weighted L1; default: --boost-out, so the loss is the L1 of the boosted output space)")
+    p.add_argument("--anneal", default=None, metavar="A,B",
+                   help="--error-boost holds until step A and falls linearly to 1 at step B")
+    p.add_argument("--wd", type=float, default=0.0,
+                   help="AdamW weight decay of the conv and linear weights (not of norms and biases)")
     p.add_argument("--every", type=int, default=100)
     p.add_argument("--pool", type=Path, default=Path("/tmp/vae_colour_pool.pt"))
     p.add_argument("--tag", default="")
@@ -257,8 +301,12 @@ def main() -> None:
         mute_attention(vae)
     encode, decode, params = halves(vae, a.diffusers, channels[0], a.plain_norm, a.plain_blocks)
     params = [q for q in params if q.requires_grad]
-    opt = torch.optim.AdamW(params, lr=a.lr, betas=(0.9, 0.99), weight_decay=0.0)
+    groups = [{"params": [q for q in params if q.ndim >= 2], "weight_decay": a.wd},
+              {"params": [q for q in params if q.ndim < 2], "weight_decay": 0.0}]
+    opt = torch.optim.AdamW(groups, lr=a.lr, betas=(0.9, 0.99))
     crop = None if a.crop == "none" else tuple(int(c) for c in a.crop.split(","))
+    out_factor = a.boost if a.boost_out is None else a.boost_out
+    boost, boost_out, unboost = chroma_boost(a.boost), chroma_boost(out_factor), chroma_boost(1 / out_factor)
     start = time.time()
     for step in range(1, a.steps + 1):
         v = train[torch.randint(0, len(train), (2,))]
@@ -270,9 +318,12 @@ def main() -> None:
             group["lr"] = a.lr * min(1.0, step / 50)
         b, t = v.shape[:2]
         x = v.reshape(b * t, *v.shape[2:]) * 2 - 1
-        z, kl = encode(x, not a.mode)
-        err = decode(z, t) - x
-        loss = err.abs().mean() + 1e-6 * kl / z.numel()
+        z, kl = encode(recolour(x, boost), not a.mode)
+        err = decode(z, t) - recolour(x, boost_out)
+        weight = out_factor if a.error_boost is None else error_boost(a.error_boost, a.anneal, step)
+        if weight != out_factor:  # score the RGB error (err brought back from the boosted output space)
+            err = recolour(err, chroma_boost(weight / out_factor))
+        loss = (err.square() if a.loss == "mse" else err.abs()).mean() + 1e-6 * kl / z.numel()
         if a.loss == "chroma":
             loss = loss + a.cw * chroma(err).abs().mean()
         loss.backward()
@@ -283,7 +334,8 @@ def main() -> None:
             vae.eval()
             with torch.no_grad():  # posterior mode, as recapture.adaptation.prior.reconstruct
                 rec = torch.cat([
-                    ((decode(encode(c.flatten(0, 1) * 2 - 1, False)[0], c.shape[1]) + 1) / 2).clamp(0, 1).view(c.shape)
+                    ((recolour(decode(encode(recolour(c.flatten(0, 1) * 2 - 1, boost), False)[0], c.shape[1]), unboost)
+                      + 1) / 2).clamp(0, 1).view(c.shape)
                     for c in held.split(4)
                 ])
             vae.train()

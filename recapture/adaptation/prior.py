@@ -230,6 +230,80 @@ class ImageEncoderSize:
             return CLIPVisionModelWithProjection(config)
 
 
+def chroma_matrix(factor: float) -> torch.Tensor:
+    """The 3x3 colour matrix that scales each pixel's distance from the grey of its mean by ``factor``.
+
+    ``(r + g + b) / 3`` is kept and grey stays grey (so 0 of the [-1, 1] range stays 0);
+    ``chroma_matrix(a) @ chroma_matrix(b) == chroma_matrix(a * b)``, and ``chroma_matrix(1 / a)``
+    is the inverse.
+    """
+    if not factor > 0:
+        raise RecaptureError(f"chroma factor {factor} must be > 0")
+    mean = torch.full((3, 3), 1.0 / 3.0, dtype=torch.float64)
+    return (mean + factor * (torch.eye(3, dtype=torch.float64) - mean)).float()
+
+
+class _ScaledColourOutput(nn.Module):
+    """Parametrisation of a layer with 3 colour outputs: ``actual = chroma_matrix(1 / factor) @ stored``."""
+
+    def __init__(self, factor: float) -> None:
+        super().__init__()
+        self.register_buffer("unboost", chroma_matrix(1.0 / factor), persistent=False)
+        self.register_buffer("boost", chroma_matrix(factor), persistent=False)
+
+    @staticmethod
+    def _mix(matrix: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+        return (matrix.to(value.dtype) @ value.reshape(3, -1)).reshape(value.shape)
+
+    def forward(self, stored: torch.Tensor) -> torch.Tensor:
+        return self._mix(self.unboost, stored)
+
+    def right_inverse(self, actual: torch.Tensor) -> torch.Tensor:
+        return self._mix(self.boost, actual)
+
+
+def boost_output_colour(vae: AutoencoderKLTemporalDecoder, factor: float) -> None:
+    """Store the decoder's last layer (``time_conv_out``) in a colour space with chroma x ``factor``.
+
+    The optimiser then trains the stored weights: the decoder's output is, in effect, a colour
+    space whose chroma is ``factor`` times that of RGB, and with the loss scored in the same space
+    (``vae_reconstruction_loss(chroma_weight=factor)``) the VAE trains as on clips with ``factor``
+    times the colour. The stored weights keep the layer's fresh initialisation (so the actual
+    weights start with chroma rows ``factor`` times smaller). Measured with
+    ``benchmarks/vae_colour_runs.py`` (``--boost-out``): small temporal VAEs trained in RGB learn
+    luminance and stay grey for thousands of CPU steps; the loss weight alone or this storage
+    alone do not change that, the two together do. Undo with :func:`fold_output_colour` before
+    saving: the VAE is then a plain diffusers one.
+    """
+    if factor == 1.0:
+        return
+    layer = vae.decoder.time_conv_out
+    fresh = {name: getattr(layer, name).detach().clone() for name in ("weight", "bias")}
+    for name, value in fresh.items():
+        nn.utils.parametrize.register_parametrization(layer, name, _ScaledColourOutput(factor))
+        with torch.no_grad():
+            getattr(layer.parametrizations, name).original.copy_(value)
+
+
+def fold_output_colour(vae: AutoencoderKLTemporalDecoder) -> None:
+    """Remove :func:`boost_output_colour`'s parametrisation, keeping the actual weights (a plain diffusers VAE)."""
+    layer = vae.decoder.time_conv_out
+    for name in ("weight", "bias"):
+        if nn.utils.parametrize.is_parametrized(layer, name):
+            nn.utils.parametrize.remove_parametrizations(layer, name, leave_parametrized=True)
+
+
+def plain_vae(vae: AutoencoderKLTemporalDecoder) -> AutoencoderKLTemporalDecoder:
+    """A plain diffusers copy of ``vae`` (same config and function) without :func:`boost_output_colour`'s storage."""
+    layer = vae.decoder.time_conv_out
+    state = {k: v for k, v in vae.state_dict().items() if ".parametrizations." not in k}
+    for name in ("weight", "bias"):
+        state[f"decoder.time_conv_out.{name}"] = getattr(layer, name).detach().clone()
+    copy = AutoencoderKLTemporalDecoder.from_config(vae.config)
+    copy.load_state_dict(state)
+    return copy.to(next(vae.parameters()).device).eval()
+
+
 class VAELoss(NamedTuple):
     """Result of :func:`vae_reconstruction_loss`.
 
@@ -260,6 +334,7 @@ def vae_reconstruction_loss(
     kl_weight: float = 1e-6,
     reconstruction: str = "l1",
     generator: torch.Generator | None = None,
+    chroma_weight: float = 1.0,
 ) -> VAELoss:
     """Autoencoding loss of whole clips: encode every frame, sample the posterior, decode with the temporal decoder.
 
@@ -269,9 +344,11 @@ def vae_reconstruction_loss(
         kl_weight: weight of the mean KL term (keeps the posterior near N(0, 1) and its variance small).
         reconstruction: ``"l1"`` (sharper) or ``"mse"`` (optimises PSNR directly).
         generator: randomness of the posterior sample.
+        chroma_weight: the error is scored with its chroma (each pixel's distance from the grey
+            of its mean) scaled by this factor (:func:`chroma_matrix`); 1 scores plain RGB.
 
     Returns:
-        :class:`VAELoss`.
+        :class:`VAELoss` (``reconstruction`` in the scored space).
     """
     if reconstruction not in ("l1", "mse"):
         raise RecaptureError(f"reconstruction={reconstruction!r} must be 'l1' or 'mse'")
@@ -282,6 +359,8 @@ def vae_reconstruction_loss(
     z = posterior.sample(generator)
     decoded = vae.decode(z, num_frames=t).sample.float()
     err = decoded - x.float()
+    if chroma_weight != 1.0:
+        err = torch.einsum("oc,nchw->nohw", chroma_matrix(chroma_weight).to(err.device), err)
     rec = err.abs().mean() if reconstruction == "l1" else err.pow(2).mean()
     kl = posterior.kl().float().sum() / z.numel()
     loss = rec + kl_weight * kl
