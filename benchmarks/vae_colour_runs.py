@@ -56,7 +56,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from recapture.adaptation.prior import VAESize  # noqa: E402
+from recapture.adaptation.prior import VAESize, chroma_matrix  # noqa: E402
 from recapture.data.procedural.dataset import ProceduralVideoDataset  # noqa: E402
 from recapture.metrics.image import psnr  # noqa: E402
 from recapture.training.pretrain.quality import saturation  # noqa: E402
@@ -90,14 +90,6 @@ def flat_clips(n: int, generator: torch.Generator) -> torch.Tensor:
     """``n`` clips of one random constant colour each, plus 0.05 noise: ``(n, 8, 3, 64, 96)``."""
     colour = torch.rand(n, 1, 3, 1, 1, generator=generator)
     return (colour + 0.05 * torch.randn(n, 8, 3, 64, 96, generator=generator)).clamp(0, 1)
-
-
-def chroma_boost(k: float) -> torch.Tensor:
-    """The 3x3 colour matrix that scales every pixel's distance from the grey of its mean by ``k``
-    (``(r + g + b) / 3`` kept; linear, so grey 0 of the [-1, 1] range stays 0). Its inverse is
-    ``chroma_boost(1 / k)``; folded into ``conv_in`` and ``time_conv_out`` it leaves the class unchanged."""
-    mean = torch.full((3, 3), 1 / 3)
-    return mean + k * (torch.eye(3) - mean)
 
 
 def recolour(x: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
@@ -306,7 +298,7 @@ def main() -> None:
     opt = torch.optim.AdamW(groups, lr=a.lr, betas=(0.9, 0.99))
     crop = None if a.crop == "none" else tuple(int(c) for c in a.crop.split(","))
     out_factor = a.boost if a.boost_out is None else a.boost_out
-    boost, boost_out, unboost = chroma_boost(a.boost), chroma_boost(out_factor), chroma_boost(1 / out_factor)
+    boost, boost_out, unboost = chroma_matrix(a.boost), chroma_matrix(out_factor), chroma_matrix(1 / out_factor)
     start = time.time()
     for step in range(1, a.steps + 1):
         v = train[torch.randint(0, len(train), (2,))]
@@ -322,7 +314,7 @@ def main() -> None:
         err = decode(z, t) - recolour(x, boost_out)
         weight = out_factor if a.error_boost is None else error_boost(a.error_boost, a.anneal, step)
         if weight != out_factor:  # score the RGB error (err brought back from the boosted output space)
-            err = recolour(err, chroma_boost(weight / out_factor))
+            err = recolour(err, chroma_matrix(weight / out_factor))
         loss = (err.square() if a.loss == "mse" else err.abs()).mean() + 1e-6 * kl / z.numel()
         if a.loss == "chroma":
             loss = loss + a.cw * chroma(err).abs().mean()
