@@ -32,6 +32,7 @@ Colour-weighted losses, weight decay and MSE on the stock class (shipped width; 
     python benchmarks/vae_colour_runs.py --error-boost 6 --anneal 1000,2000 --steps 3000 --every 250  # loss weight only
     python benchmarks/vae_colour_runs.py --boost 1 --boost-out 6 --error-boost 1 --steps 1500 --every 250   # output reparam only
     python benchmarks/vae_colour_runs.py --boost 1 --boost-out 6 --anneal 750,1500 --error-boost 6 --steps 2500 --every 250
+    python benchmarks/vae_colour_runs.py --axes 6,12 --steps 1000 --every 250     # its own factor per opponent axis
 
 A pool of 64 training clips and 8 held-out clips (procedural, 8 frames of 64x96, supersampled) is
 rendered once and cached (``--pool``). Each step: 2 random clips, a random crop (the same window
@@ -90,6 +91,20 @@ def flat_clips(n: int, generator: torch.Generator) -> torch.Tensor:
     """``n`` clips of one random constant colour each, plus 0.05 noise: ``(n, 8, 3, 64, 96)``."""
     colour = torch.rand(n, 1, 3, 1, 1, generator=generator)
     return (colour + 0.05 * torch.randn(n, 8, 3, 64, 96, generator=generator)).clamp(0, 1)
+
+
+def opponent_boost(k_rg: float, k_by: float) -> torch.Tensor:
+    """Like ``chroma_matrix`` but with its own factor for each opponent axis (``r - g`` and ``(r + g) / 2 - b``)."""
+    basis = torch.tensor([[1 / 3, 1 / 3, 1 / 3], [1.0, -1.0, 0.0], [0.5, 0.5, -1.0]], dtype=torch.float64)
+    return (torch.linalg.inv(basis) @ torch.diag(torch.tensor([1.0, k_rg, k_by], dtype=torch.float64)) @ basis).float()
+
+
+def axis_r2(rec: torch.Tensor, ref: torch.Tensor) -> list[float]:
+    """:func:`chroma_r2` of each opponent axis on its own."""
+    cr, ce = chroma(rec), chroma(ref)
+    sse = ((cr - ce) ** 2).sum((0, 1, 3, 4))
+    sst = ((ce - ce.mean((0, 1, 3, 4), keepdim=True)) ** 2).sum((0, 1, 3, 4))
+    return [round(1 - float(v), 3) for v in sse / sst]
 
 
 def recolour(x: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
@@ -258,6 +273,8 @@ def main() -> None:
                         "are scaled back before they are scored (a reparametrisation the export can fold in)")
     p.add_argument("--boost-out", type=float, default=None,
                    help="chroma factor of the target and the reconstruction only (default: --boost)")
+    p.add_argument("--axes", default=None, metavar="K_RG,K_BY",
+                   help="as --boost-out, with one factor per opponent axis (r-g, (r+g)/2-b); overrides --boost-out")
     p.add_argument("--error-boost", type=float, default=None,
                    help="score the RGB reconstruction error with its chroma scaled by this factor (a colour-"
                         "weighted L1; default: --boost-out, so the loss is the L1 of the boosted output space)")
@@ -299,6 +316,9 @@ def main() -> None:
     crop = None if a.crop == "none" else tuple(int(c) for c in a.crop.split(","))
     out_factor = a.boost if a.boost_out is None else a.boost_out
     boost, boost_out, unboost = chroma_matrix(a.boost), chroma_matrix(out_factor), chroma_matrix(1 / out_factor)
+    if a.axes:
+        k_rg, k_by = (float(v) for v in a.axes.split(","))
+        boost_out, unboost = opponent_boost(k_rg, k_by), opponent_boost(1 / k_rg, 1 / k_by)
     start = time.time()
     for step in range(1, a.steps + 1):
         v = train[torch.randint(0, len(train), (2,))]
@@ -313,7 +333,7 @@ def main() -> None:
         z, kl = encode(recolour(x, boost), not a.mode)
         err = decode(z, t) - recolour(x, boost_out)
         weight = out_factor if a.error_boost is None else error_boost(a.error_boost, a.anneal, step)
-        if weight != out_factor:  # score the RGB error (err brought back from the boosted output space)
+        if weight != out_factor and not a.axes:  # score the RGB error (err brought back from the boosted output space)
             err = recolour(err, chroma_matrix(weight / out_factor))
         loss = (err.square() if a.loss == "mse" else err.abs()).mean() + 1e-6 * kl / z.numel()
         if a.loss == "chroma":
@@ -334,7 +354,8 @@ def main() -> None:
             print(json.dumps({"tag": a.tag, "step": step, "s": round(time.time() - start, 1),
                               "psnr": round(float(psnr(rec, held).mean()), 2),
                               "colour": round(saturation(rec) / saturation(held), 3),
-                              "chroma_r2": round(chroma_r2(rec, held), 3)}), flush=True)
+                              "chroma_r2": round(chroma_r2(rec, held), 3),
+                              "axis_r2": axis_r2(rec, held)}), flush=True)
 
 
 if __name__ == "__main__":
