@@ -57,7 +57,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from recapture.adaptation.prior import VAESize, chroma_matrix  # noqa: E402
+from recapture.adaptation.prior import VAESize, chroma_matrix, recolour  # noqa: E402
 from recapture.data.procedural.dataset import ProceduralVideoDataset  # noqa: E402
 from recapture.metrics.image import psnr  # noqa: E402
 from recapture.training.pretrain.quality import saturation  # noqa: E402
@@ -69,10 +69,17 @@ def chroma(video: torch.Tensor) -> torch.Tensor:
     return torch.stack([r - g, (r + g) / 2 - b], -3)
 
 
+def _chroma_errors(rec: torch.Tensor, ref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per opponent axis: the SSE of ``rec``'s chroma against ``ref``'s ``(N, T, 3, H, W)`` and ``ref``'s SST."""
+    cr, ce = chroma(rec), chroma(ref)
+    axes = (0, 1, 3, 4)
+    return ((cr - ce) ** 2).sum(axes), ((ce - ce.mean(axes, keepdim=True)) ** 2).sum(axes)
+
+
 def chroma_r2(rec: torch.Tensor, ref: torch.Tensor) -> float:
     """``1 - SSE / SST`` of the chroma of ``rec`` against ``ref`` ``(N, T, 3, H, W)``."""
-    cr, ce = chroma(rec), chroma(ref)
-    return 1 - float(((cr - ce) ** 2).sum() / ((ce - ce.mean((0, 1, 3, 4), keepdim=True)) ** 2).sum())
+    sse, sst = _chroma_errors(rec, ref)
+    return 1 - float(sse.sum() / sst.sum())
 
 
 def load_pool(path: Path) -> dict[str, torch.Tensor]:
@@ -101,15 +108,8 @@ def opponent_boost(k_rg: float, k_by: float) -> torch.Tensor:
 
 def axis_r2(rec: torch.Tensor, ref: torch.Tensor) -> list[float]:
     """:func:`chroma_r2` of each opponent axis on its own."""
-    cr, ce = chroma(rec), chroma(ref)
-    sse = ((cr - ce) ** 2).sum((0, 1, 3, 4))
-    sst = ((ce - ce.mean((0, 1, 3, 4), keepdim=True)) ** 2).sum((0, 1, 3, 4))
+    sse, sst = _chroma_errors(rec, ref)
     return [round(1 - float(v), 3) for v in sse / sst]
-
-
-def recolour(x: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
-    """``matrix`` applied to the channel axis of ``(N, 3, H, W)``."""
-    return torch.einsum("oc,nchw->nohw", matrix, x)
 
 
 def error_boost(k: float, anneal: str | None, step: int) -> float:

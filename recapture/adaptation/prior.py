@@ -243,6 +243,11 @@ def chroma_matrix(factor: float) -> torch.Tensor:
     return (mean + factor * (torch.eye(3, dtype=torch.float64) - mean)).float()
 
 
+def recolour(x: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
+    """The 3x3 colour ``matrix`` applied to every pixel of ``x`` ``(N, 3, H, W)``."""
+    return torch.einsum("oc,nchw->nohw", matrix.to(x.device, x.dtype), x)
+
+
 class _ScaledColourOutput(nn.Module):
     """Parametrisation of a layer with 3 colour outputs: ``actual = chroma_matrix(1 / factor) @ stored``."""
 
@@ -272,8 +277,8 @@ def boost_output_colour(vae: AutoencoderKLTemporalDecoder, factor: float) -> Non
     weights start with chroma rows ``factor`` times smaller). Measured with
     ``benchmarks/vae_colour_runs.py`` (``--boost-out``): small temporal VAEs trained in RGB learn
     luminance and stay grey for thousands of CPU steps; the loss weight alone or this storage
-    alone do not change that, the two together do. Undo with :func:`fold_output_colour` before
-    saving: the VAE is then a plain diffusers one.
+    alone do not change that, the two together do. Save :func:`plain_vae` of it: a plain
+    diffusers VAE with the same outputs.
     """
     if factor == 1.0:
         return
@@ -283,14 +288,6 @@ def boost_output_colour(vae: AutoencoderKLTemporalDecoder, factor: float) -> Non
         nn.utils.parametrize.register_parametrization(layer, name, _ScaledColourOutput(factor))
         with torch.no_grad():
             getattr(layer.parametrizations, name).original.copy_(value)
-
-
-def fold_output_colour(vae: AutoencoderKLTemporalDecoder) -> None:
-    """Remove :func:`boost_output_colour`'s parametrisation, keeping the actual weights (a plain diffusers VAE)."""
-    layer = vae.decoder.time_conv_out
-    for name in ("weight", "bias"):
-        if nn.utils.parametrize.is_parametrized(layer, name):
-            nn.utils.parametrize.remove_parametrizations(layer, name, leave_parametrized=True)
 
 
 def plain_vae(vae: AutoencoderKLTemporalDecoder) -> AutoencoderKLTemporalDecoder:
@@ -360,7 +357,7 @@ def vae_reconstruction_loss(
     decoded = vae.decode(z, num_frames=t).sample.float()
     err = decoded - x.float()
     if chroma_weight != 1.0:
-        err = torch.einsum("oc,nchw->nohw", chroma_matrix(chroma_weight).to(err.device), err)
+        err = recolour(err, chroma_matrix(chroma_weight))
     rec = err.abs().mean() if reconstruction == "l1" else err.pow(2).mean()
     kl = posterior.kl().float().sum() / z.numel()
     loss = rec + kl_weight * kl

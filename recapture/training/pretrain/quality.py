@@ -43,13 +43,18 @@ def saturation(video: torch.Tensor) -> float:
     return float((video.amax(-3) - video.amin(-3)).mean())
 
 
+def colour_kept(rec: torch.Tensor, ref: torch.Tensor) -> float:
+    """Saturation of ``rec`` over that of ``ref`` (both in [0, 1]): 1 keeps all the colour, 0 is grey."""
+    return saturation(rec) / max(saturation(ref), 1e-8)
+
+
 @torch.no_grad()
 def reconstruction_colour(vae: torch.nn.Module, clips: torch.Tensor, batch: int = 4) -> float:
     """How much colour the VAE keeps: saturation of its reconstructions over that of ``clips`` (1: all; 0: grey)."""
     _check_clips(clips)
     device = next(vae.parameters()).device
     rec = torch.cat([reconstruct(vae, c.to(device)).cpu() for c in clips.split(batch)])
-    return saturation(rec) / max(saturation(clips), 1e-8)
+    return colour_kept(rec, clips)
 
 
 def _motion(video: torch.Tensor) -> float:

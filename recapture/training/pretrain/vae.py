@@ -29,7 +29,7 @@ from recapture.adaptation.prior import (
 )
 from recapture.metrics.image import psnr
 from recapture.training.pretrain.base import LRSchedule, PriorStage, default_optimizer
-from recapture.training.pretrain.quality import saturation
+from recapture.training.pretrain.quality import colour_kept
 from recapture.utils import RecaptureError
 
 log = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ class VAEStage(PriorStage):
         boost_output_colour(self.vae, self.colour_boost)
 
     def chroma_weight(self, step: int) -> float:
-        """The loss's chroma weight at ``step``: ``colour_boost``, annealed to 1 over ``colour_anneal``."""
+        """The loss's chroma weight at ``step``: ``colour_boost``, annealed to ``colour_final`` over ``colour_anneal``."""
         if self.colour_anneal is None:
             return self.colour_boost
         start, end = self.colour_anneal
@@ -139,8 +139,7 @@ class VAEStage(PriorStage):
         video = batch["video"]
         decoded = reconstruct(self.vae, video)
         self.log("val/psnr", psnr(decoded, video).mean().float(), sync_dist=True, batch_size=video.shape[0])
-        kept = saturation(decoded) / max(saturation(video), 1e-8)  # 1: all the colour, 0: grey
-        self.log("val/colour", kept, sync_dist=True, batch_size=video.shape[0])
+        self.log("val/colour", colour_kept(decoded, video), sync_dist=True, batch_size=video.shape[0])
 
     def describe(self) -> dict[str, Any]:
         return {
