@@ -241,6 +241,7 @@ def swap_norms(module: torch.nn.Module, groups: int) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--channels", default="32,64,64", help="block_out_channels (the shipped VAE: 32,64,64)")
+    p.add_argument("--latent", type=int, default=4, help="latent_channels (the shipped VAE: 4)")
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--crop", default="32,48", help="h,w of the training crops, or none")
     p.add_argument("--lr", type=float, default=2e-3)
@@ -282,6 +283,9 @@ def main() -> None:
                    help="--error-boost holds until step A and falls linearly to 1 at step B")
     p.add_argument("--wd", type=float, default=0.0,
                    help="AdamW weight decay of the conv and linear weights (not of norms and biases)")
+    p.add_argument("--freeze-out", choices=("none", "time", "both"), default="none",
+                   help="fix the decoder's last layers (vae_colour_teacher.freeze_readout)")
+    p.add_argument("--out-gain", type=float, default=1.5, help="row norm of the fixed conv_out")
     p.add_argument("--every", type=int, default=100)
     p.add_argument("--pool", type=Path, default=Path("/tmp/vae_colour_pool.pt"))
     p.add_argument("--tag", default="")
@@ -294,7 +298,7 @@ def main() -> None:
         g = torch.Generator().manual_seed(1)
         train, held = flat_clips(64, g), flat_clips(8, g)
     channels = tuple(int(c) for c in a.channels.split(","))
-    vae = VAESize(block_out_channels=channels, initial_logvar=a.logvar).build(0)
+    vae = VAESize(block_out_channels=channels, latent_channels=a.latent, initial_logvar=a.logvar).build(0)
     if a.groups:
         for part in (vae.encoder, vae.decoder):
             norm = part.conv_norm_out
@@ -308,6 +312,10 @@ def main() -> None:
         swap_norms(vae, a.all_groups)
     if a.no_attention:
         mute_attention(vae)
+    if a.freeze_out != "none":
+        from vae_colour_teacher import freeze_readout
+
+        freeze_readout(vae, a.freeze_out, a.out_gain)
     encode, decode, params = halves(vae, a.diffusers, channels[0], a.plain_norm, a.plain_blocks)
     params = [q for q in params if q.requires_grad]
     groups = [{"params": [q for q in params if q.ndim >= 2], "weight_decay": a.wd},

@@ -290,6 +290,40 @@ def boost_output_colour(vae: AutoencoderKLTemporalDecoder, factor: float) -> Non
             getattr(layer.parametrizations, name).original.copy_(value)
 
 
+def fix_readout(vae: AutoencoderKLTemporalDecoder, gain: float = 1.5, seed: int = 0) -> None:
+    """Hold the decoder's colour readout fixed: ``conv_out`` at orthogonal rows, ``time_conv_out`` at the identity.
+
+    Both stay ordinary diffusers layers (the saved VAE is a plain one); they are only set to these
+    values and frozen. Why: trained freely, these two small layers soon weight luminance 3-5x more
+    than chroma (the shipped grey VAE: singular values 1.67 / 0.49 / 0.34 for ``conv_out``), after
+    which little of the chroma error reaches the layers before them. With the readout fixed and
+    balanced, each colour direction of the error reaches the decoder equally (measured with
+    ``benchmarks/vae_colour_teacher.py``; together with two channels per GroupNorm group at the
+    decoder's full-resolution level, ``vae.block_out_channels[0] >= 64``).
+
+    Args:
+        vae: the VAE to change in place.
+        gain: norm of each of ``conv_out``'s three rows (over its ``C x 3 x 3`` weights).
+        seed: seed of the random orthogonal rows.
+    """
+    dec = vae.decoder
+    if isinstance(getattr(dec.time_conv_out, "parametrizations", None), nn.Module):
+        raise RecaptureError("fix_readout and boost_output_colour cannot be combined: choose one")
+    with torch.no_grad():
+        weight = dec.conv_out.weight
+        rows = torch.randn(weight[0].numel(), weight.shape[0], generator=torch.Generator().manual_seed(seed),
+                           dtype=torch.float64)
+        q, _ = torch.linalg.qr(rows)
+        weight.copy_((gain * q.T).reshape(weight.shape).to(weight.dtype))
+        dec.conv_out.bias.zero_()
+        dec.time_conv_out.weight.zero_()
+        dec.time_conv_out.bias.zero_()
+        centre = dec.time_conv_out.weight.shape[2] // 2
+        dec.time_conv_out.weight[:, :, centre, 0, 0] = torch.eye(3, dtype=weight.dtype)
+    dec.conv_out.requires_grad_(False)
+    dec.time_conv_out.requires_grad_(False)
+
+
 def plain_vae(vae: AutoencoderKLTemporalDecoder) -> AutoencoderKLTemporalDecoder:
     """A plain diffusers copy of ``vae`` (same config and function) without :func:`boost_output_colour`'s storage."""
     layer = vae.decoder.time_conv_out

@@ -108,3 +108,54 @@ def test_stage_schedule_and_bad_values() -> None:
         VAEStage(vae=VAESize((32, 32)), colour_boost=0.0)
     with pytest.raises(RecaptureError, match=r"colour_anneal=\(200, 100\)"):
         VAEStage(vae=VAESize((32, 32)), colour_boost=6.0, colour_anneal=(200, 100))
+
+
+def test_fixed_readout_is_balanced_frozen_and_saves_as_a_plain_vae(tmp_path: Path) -> None:
+    from diffusers import AutoencoderKLTemporalDecoder
+
+    from recapture.adaptation.prior import fix_readout
+
+    vae = _vae()
+    fix_readout(vae, gain=1.5, seed=0)
+    dec = vae.decoder
+    rows = dec.conv_out.weight.flatten(1)
+    # three orthogonal rows of norm 1.5: every colour direction is read out with the same gain
+    assert torch.allclose(rows @ rows.T, 2.25 * torch.eye(3), atol=1e-5)
+    assert torch.linalg.svdvals(rows).tolist() == pytest.approx([1.5, 1.5, 1.5], abs=1e-5)
+    assert torch.equal(dec.conv_out.bias, torch.zeros(3))
+    # time_conv_out passes each frame through unchanged
+    frames = torch.randn(1, 3, 5, 4, 4, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        assert torch.equal(dec.time_conv_out(frames), frames)
+    frozen = {n for n, p in vae.named_parameters() if not p.requires_grad}
+    assert frozen == {"decoder.conv_out.weight", "decoder.conv_out.bias",
+                      "decoder.time_conv_out.weight", "decoder.time_conv_out.bias"}
+    # the same seed gives the same readout; another seed another one
+    again, other = _vae(), _vae()
+    fix_readout(again, seed=0)
+    fix_readout(other, seed=1)
+    assert torch.equal(again.decoder.conv_out.weight, dec.conv_out.weight)
+    assert not torch.allclose(other.decoder.conv_out.weight, dec.conv_out.weight)
+    # nothing to fold: the saved VAE is a stock one with the same outputs
+    z = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(5))
+    vae.save_pretrained(tmp_path / "vae", safe_serialization=True)
+    loaded = AutoencoderKLTemporalDecoder.from_pretrained(tmp_path / "vae")
+    with torch.no_grad():
+        assert torch.equal(_decode(loaded, z), _decode(vae, z))
+
+
+def test_stage_with_a_fixed_readout_trains_everything_else() -> None:
+    stage = VAEStage(vae=VAESize((32, 32)), fixed_readout=True)
+    names = {id(p) for p in stage.trainable_parameters()}
+    trained = {n for n, p in stage.vae.named_parameters() if id(p) in names}
+    assert trained == {n for n, _ in stage.vae.named_parameters()} - {
+        "decoder.conv_out.weight", "decoder.conv_out.bias", "decoder.time_conv_out.weight", "decoder.time_conv_out.bias"}
+    before = stage.vae.decoder.conv_out.weight.clone()
+    optimizer = torch.optim.AdamW(stage.trainable_parameters(), lr=1e-2)
+    video = torch.rand(1, 2, 3, 16, 16, generator=torch.Generator().manual_seed(6))
+    vae_reconstruction_loss(stage.vae, video).loss.backward()
+    optimizer.step()
+    assert torch.equal(stage.vae.decoder.conv_out.weight, before)
+    assert stage.vae.decoder.conv_out.weight.grad is None
+    with pytest.raises(RecaptureError, match="fixed_readout=true and model.colour_boost=6"):
+        VAEStage(vae=VAESize((32, 32)), fixed_readout=True, colour_boost=6.0)

@@ -60,7 +60,8 @@ def _run(root: Path, config: Path, steps: int, *extra: str):
 
 
 VAE_TINY = ["--model.vae.block_out_channels", "[32, 32]", "--model.scaling_clips", "2", "--model.train_crop", "[16, 24]",
-            "--model.lr_schedule.warmup_steps", "1"]
+            "--model.lr_schedule.warmup_steps", "1", "--model.teacher_steps", "3", "--model.distill_steps", "5",
+            "--model.teacher_width", "16"]
 
 
 def _unet_tiny(vae_dir: Path) -> list[str]:
@@ -146,6 +147,17 @@ def test_resume_continues_at_the_checkpoint_step(runs: dict) -> None:
     assert resumed["data"]["clips_seen"] == 12
     assert runs["resumed"].trainer.global_step == 6
     assert runs["resumed"].datamodule.consumed_clips() == 12
+    # the teacher was trained once, before step 0, and came back frozen from the checkpoint
+    first_model, resumed_model = runs["vae"].model, runs["resumed"].model
+    assert first_model.teacher_trained_here and not resumed_model.teacher_trained_here
+    assert bool(resumed_model.teacher_trained)
+    for (name, a), b in zip(first_model.teacher.state_dict().items(), resumed_model.teacher.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert not any(p.requires_grad for p in resumed_model.teacher.parameters())
+    # steps 1-5 distilled from it (the encoder's latent regression logged, no KL), step 6 trained end to end
+    logged, later = runs["vae"].trainer.logged_metrics, runs["resumed"].trainer.logged_metrics
+    assert "train/distill_latent" in logged and "train/kl" not in logged
+    assert "train/kl" in later
 
 
 # ---------------------------------------------------------------- UNet stage and the set
