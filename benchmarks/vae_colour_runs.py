@@ -60,26 +60,14 @@ import torch  # noqa: E402
 from recapture.adaptation.prior import VAESize, chroma_matrix, recolour  # noqa: E402
 from recapture.data.procedural.dataset import ProceduralVideoDataset  # noqa: E402
 from recapture.metrics.image import psnr  # noqa: E402
-from recapture.training.pretrain.quality import saturation  # noqa: E402
+from recapture.training.pretrain.quality import chroma_errors, chroma_r2, saturation  # noqa: E402
+from recapture.training.pretrain.quality import opponent_chroma as chroma  # noqa: E402
 
 
-def chroma(video: torch.Tensor) -> torch.Tensor:
-    """Opponent chroma of ``(..., 3, H, W)``: ``r - g`` and ``(r + g) / 2 - b`` along the channel axis."""
-    r, g, b = video.unbind(-3)
-    return torch.stack([r - g, (r + g) / 2 - b], -3)
-
-
-def _chroma_errors(rec: torch.Tensor, ref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per opponent axis: the SSE of ``rec``'s chroma against ``ref``'s ``(N, T, 3, H, W)`` and ``ref``'s SST."""
-    cr, ce = chroma(rec), chroma(ref)
-    axes = (0, 1, 3, 4)
-    return ((cr - ce) ** 2).sum(axes), ((ce - ce.mean(axes, keepdim=True)) ** 2).sum(axes)
-
-
-def chroma_r2(rec: torch.Tensor, ref: torch.Tensor) -> float:
-    """``1 - SSE / SST`` of the chroma of ``rec`` against ``ref`` ``(N, T, 3, H, W)``."""
-    sse, sst = _chroma_errors(rec, ref)
-    return 1 - float(sse.sum() / sst.sum())
+def axis_r2(rec: torch.Tensor, ref: torch.Tensor) -> list[float]:
+    """:func:`chroma_r2` of each opponent axis on its own."""
+    sse, sst = chroma_errors(rec, ref)
+    return [round(1 - float(v), 3) for v in sse / sst]
 
 
 def load_pool(path: Path) -> dict[str, torch.Tensor]:
@@ -104,12 +92,6 @@ def opponent_boost(k_rg: float, k_by: float) -> torch.Tensor:
     """Like ``chroma_matrix`` but with its own factor for each opponent axis (``r - g`` and ``(r + g) / 2 - b``)."""
     basis = torch.tensor([[1 / 3, 1 / 3, 1 / 3], [1.0, -1.0, 0.0], [0.5, 0.5, -1.0]], dtype=torch.float64)
     return (torch.linalg.inv(basis) @ torch.diag(torch.tensor([1.0, k_rg, k_by], dtype=torch.float64)) @ basis).float()
-
-
-def axis_r2(rec: torch.Tensor, ref: torch.Tensor) -> list[float]:
-    """:func:`chroma_r2` of each opponent axis on its own."""
-    sse, sst = _chroma_errors(rec, ref)
-    return [round(1 - float(v), 3) for v in sse / sst]
 
 
 def error_boost(k: float, anneal: str | None, step: int) -> float:

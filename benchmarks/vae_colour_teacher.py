@@ -29,7 +29,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 from vae_colour_runs import axis_r2, chroma_r2, load_pool, plain_decoder, plain_encoder  # noqa: E402
 
-from recapture.adaptation.prior import VAESize  # noqa: E402
+from recapture.adaptation.prior import VAESize, fix_readout  # noqa: E402
 from recapture.metrics.image import psnr  # noqa: E402
 from recapture.training.pretrain.quality import saturation  # noqa: E402
 
@@ -52,21 +52,18 @@ def scores(rec: torch.Tensor, held: torch.Tensor, prefix: str = "") -> dict[str,
 
 
 def freeze_readout(vae: torch.nn.Module, which: str, gain: float) -> None:
-    """Hold the decoder's last layers fixed: ``time_conv_out`` at the identity (``time``, ``both``) and
-    ``conv_out`` at orthogonal rows of norm ``gain`` (``both``). Both stay stock diffusers layers."""
-    dec = vae.decoder
-    with torch.no_grad():
-        if which in ("time", "both"):
-            dec.time_conv_out.weight.zero_()
-            dec.time_conv_out.bias.zero_()
-            dec.time_conv_out.weight[:, :, 1, 0, 0] = torch.eye(3)
-            dec.time_conv_out.requires_grad_(False)
-        if which == "both":
-            w = dec.conv_out.weight
-            q, _ = torch.linalg.qr(torch.randn(w[0].numel(), w.shape[0], generator=torch.Generator().manual_seed(0)))
-            w.copy_(gain * q.T.reshape(w.shape))
-            dec.conv_out.bias.zero_()
-            dec.conv_out.requires_grad_(False)
+    """Hold the decoder's last layers fixed: ``both`` is the library's ``fix_readout`` (``conv_out`` at
+    orthogonal rows of norm ``gain``, ``time_conv_out`` at the identity); ``time`` fixes only
+    ``time_conv_out`` at the identity (a diagnostic)."""
+    if which == "both":
+        fix_readout(vae, gain=gain)
+    elif which == "time":
+        layer = vae.decoder.time_conv_out
+        with torch.no_grad():
+            layer.weight.zero_()
+            layer.bias.zero_()
+            layer.weight[:, :, 1, 0, 0] = torch.eye(3)
+        layer.requires_grad_(False)
 
 
 def main() -> None:

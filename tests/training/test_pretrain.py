@@ -151,8 +151,10 @@ def test_resume_continues_at_the_checkpoint_step(runs: dict) -> None:
     first_model, resumed_model = runs["vae"].model, runs["resumed"].model
     assert first_model.teacher_trained_here and not resumed_model.teacher_trained_here
     assert bool(resumed_model.teacher_trained)
-    for (name, a), b in zip(first_model.teacher.state_dict().items(), resumed_model.teacher.state_dict().values()):
-        assert torch.equal(a, b), name
+    first_teacher, resumed_teacher = first_model.teacher.state_dict(), resumed_model.teacher.state_dict()
+    assert list(first_teacher) == list(resumed_teacher)
+    for name, a in first_teacher.items():
+        assert torch.equal(a, resumed_teacher[name]), name
     assert not any(p.requires_grad for p in resumed_model.teacher.parameters())
     # steps 1-5 distilled from it (the encoder's latent regression logged, no KL), step 6 trained end to end
     logged, later = runs["vae"].trainer.logged_metrics, runs["resumed"].trainer.logged_metrics

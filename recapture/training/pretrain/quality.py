@@ -49,6 +49,27 @@ def colour_kept(rec: torch.Tensor, ref: torch.Tensor) -> float:
 
 
 @torch.no_grad()
+def opponent_chroma(video: torch.Tensor) -> torch.Tensor:
+    """Opponent chroma of ``(..., 3, H, W)``: ``r - g`` and ``(r + g) / 2 - b`` along the channel axis."""
+    r, g, b = video.unbind(-3)
+    return torch.stack([r - g, (r + g) / 2 - b], -3)
+
+
+def chroma_errors(rec: torch.Tensor, ref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per opponent axis: the squared error of ``rec``'s chroma against ``ref``'s and ``ref``'s total
+    sum of squares about its mean chroma (``(..., 3, H, W)`` videos of one shape)."""
+    cr, ce = opponent_chroma(rec), opponent_chroma(ref)
+    axes = tuple(i for i in range(ce.ndim) if i != ce.ndim - 3)
+    return ((cr - ce) ** 2).sum(axes), ((ce - ce.mean(axes, keepdim=True)) ** 2).sum(axes)
+
+
+def chroma_r2(rec: torch.Tensor, ref: torch.Tensor) -> float:
+    """``1 - SSE / SST`` of the opponent chroma of ``rec`` against ``ref``: 1 exact colours, 0 no better
+    than ``ref``'s mean colour everywhere (a grey reconstruction scores about 0 or below)."""
+    sse, sst = chroma_errors(rec, ref)
+    return 1 - float(sse.sum() / sst.sum())
+
+
 def reconstruction_colour(vae: torch.nn.Module, clips: torch.Tensor, batch: int = 4) -> float:
     """How much colour the VAE keeps: saturation of its reconstructions over that of ``clips`` (1: all; 0: grey)."""
     _check_clips(clips)

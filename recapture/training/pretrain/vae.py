@@ -10,6 +10,7 @@ layout, which the UNet stage (``model.vae_dir``) reads.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -153,6 +154,7 @@ class VAEStage(PriorStage):
                 )
         # set once the teacher is trained: a resumed run (the teacher is in the checkpoint) skips it
         self.register_buffer("teacher_trained", torch.zeros((), dtype=torch.bool))
+        self.register_buffer("teacher_seconds", torch.zeros((), dtype=torch.float64))  # for the model card
         self.teacher_trained_here = False  # this run trained it (a resumed one does not)
         self.vae = self.size.build(seed)
         boost_output_colour(self.vae, self.colour_boost)
@@ -195,7 +197,9 @@ class VAEStage(PriorStage):
                     yield self.crop(pool[pick].to(self.device)).flatten(0, 1) * 2.0 - 1.0
 
             log.info("training the teacher autoencoder for %d steps before the VAE", self.teacher_steps)
+            start = time.monotonic()
             run_teacher(self.teacher, frames(), self.teacher_steps)
+            self.teacher_seconds.fill_(time.monotonic() - start)
             if self.trainer.world_size > 1:  # every rank distils from rank 0's teacher
                 self.teacher.load_state_dict(self.trainer.strategy.broadcast(self.teacher.state_dict(), src=0))
             self.teacher_trained.fill_(True)
@@ -257,9 +261,13 @@ class VAEStage(PriorStage):
         self.vae.register_to_config(scaling_factor=scale)
         plain_vae(self.vae).save_pretrained(out / "vae", safe_serialization=True)  # colour storage folded
         video = data.eval_video(data.eval_clips).to(device)
-        values = torch.cat([psnr(reconstruct(self.vae, v[None]), v[None]).mean(1) for v in video])
+        decoded = torch.cat([reconstruct(self.vae, v[None]) for v in video])
+        values = psnr(decoded, video).mean(1)
         figures = {"vae_scaling_factor": scale, "vae_eval_psnr_db": float(values.mean()),
-                   "vae_eval_psnr_min_db": float(values.min()), "vae_eval_clips": len(values)}
+                   "vae_eval_psnr_min_db": float(values.min()), "vae_eval_clips": len(values),
+                   "vae_eval_colour_kept": colour_kept(decoded, video)}
+        if self.teacher is not None:
+            figures.update(teacher_steps=self.teacher_steps, teacher_minutes=round(float(self.teacher_seconds) / 60, 2))
         log.info("VAE export: scaling factor %.4f, eval PSNR %.2f dB on %d held-out clips -> %s",
                  scale, figures["vae_eval_psnr_db"], len(values), out / "vae")
         return figures
