@@ -57,7 +57,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from recapture.adaptation.prior import VAESize, chroma_matrix, recolour  # noqa: E402
+from recapture.adaptation.prior import VAESize, chroma_matrix, fix_readout, recolour  # noqa: E402
 from recapture.data.procedural.dataset import ProceduralVideoDataset  # noqa: E402
 from recapture.metrics.image import psnr  # noqa: E402
 from recapture.training.pretrain.quality import chroma_errors, chroma_r2, saturation  # noqa: E402
@@ -220,6 +220,21 @@ def swap_norms(module: torch.nn.Module, groups: int) -> None:
             swap_norms(child, groups)
 
 
+def freeze_readout(vae: torch.nn.Module, which: str, gain: float) -> None:
+    """Hold the decoder's last layers fixed: ``both`` is the library's ``fix_readout`` (``conv_out`` at
+    orthogonal rows of norm ``gain``, ``time_conv_out`` at the identity); ``time`` fixes only
+    ``time_conv_out`` at the identity (a diagnostic)."""
+    if which == "both":
+        fix_readout(vae, gain=gain)
+    elif which == "time":
+        layer = vae.decoder.time_conv_out
+        with torch.no_grad():
+            layer.weight.zero_()
+            layer.bias.zero_()
+            layer.weight[:, :, 1, 0, 0] = torch.eye(3)
+        layer.requires_grad_(False)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--channels", default="32,64,64", help="block_out_channels (the shipped VAE: 32,64,64)")
@@ -266,7 +281,7 @@ def main() -> None:
     p.add_argument("--wd", type=float, default=0.0,
                    help="AdamW weight decay of the conv and linear weights (not of norms and biases)")
     p.add_argument("--freeze-out", choices=("none", "time", "both"), default="none",
-                   help="fix the decoder's last layers (vae_colour_teacher.freeze_readout)")
+                   help="fix the decoder's last layers (freeze_readout)")
     p.add_argument("--out-gain", type=float, default=1.5, help="row norm of the fixed conv_out")
     p.add_argument("--every", type=int, default=100)
     p.add_argument("--pool", type=Path, default=Path("/tmp/vae_colour_pool.pt"))
@@ -294,10 +309,7 @@ def main() -> None:
         swap_norms(vae, a.all_groups)
     if a.no_attention:
         mute_attention(vae)
-    if a.freeze_out != "none":
-        from vae_colour_teacher import freeze_readout
-
-        freeze_readout(vae, a.freeze_out, a.out_gain)
+    freeze_readout(vae, a.freeze_out, a.out_gain)
     encode, decode, params = halves(vae, a.diffusers, channels[0], a.plain_norm, a.plain_blocks)
     params = [q for q in params if q.requires_grad]
     groups = [{"params": [q for q in params if q.ndim >= 2], "weight_decay": a.wd},

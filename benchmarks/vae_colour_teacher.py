@@ -2,8 +2,9 @@
 
     python benchmarks/vae_colour_teacher.py --teacher 1500 --steps 1000 --joint 500 --every 250
 
-1. A plain convolutional autoencoder (``vae_colour_runs.plain_encoder``/``plain_decoder``, no
-   GroupNorm: 26.6 dB and chroma R^2 0.82 after 2000 steps in ``vae_colour_runs.py``) is trained
+1. A plain convolutional autoencoder (``recapture.training.pretrain.teacher.PlainAutoencoder``, the
+   same stacks as ``vae_colour_runs.plain_encoder``/``plain_decoder``, no GroupNorm: 26.6 dB and
+   chroma R^2 0.82 after 2000 steps in ``vae_colour_runs.py``) is trained
    for ``--teacher`` steps, then frozen.
 2. The stock ``AutoencoderKLTemporalDecoder`` learns from it: its decoder reconstructs the clip
    from the teacher's latents (L1), its encoder regresses the teacher's latents (squared error on
@@ -27,11 +28,12 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
-from vae_colour_runs import axis_r2, chroma_r2, load_pool, plain_decoder, plain_encoder  # noqa: E402
+from vae_colour_runs import axis_r2, chroma_r2, freeze_readout, load_pool  # noqa: E402
 
-from recapture.adaptation.prior import VAESize, fix_readout  # noqa: E402
+from recapture.adaptation.prior import VAESize  # noqa: E402
 from recapture.metrics.image import psnr  # noqa: E402
 from recapture.training.pretrain.quality import saturation  # noqa: E402
+from recapture.training.pretrain.teacher import PlainAutoencoder, distillation_loss, train_teacher  # noqa: E402
 
 
 def crops(train: torch.Tensor, crop: tuple[int, int] | None) -> torch.Tensor:
@@ -49,21 +51,6 @@ def scores(rec: torch.Tensor, held: torch.Tensor, prefix: str = "") -> dict[str,
             f"{prefix}colour": round(saturation(rec) / saturation(held), 3),
             f"{prefix}chroma_r2": round(chroma_r2(rec, held), 3),
             f"{prefix}axis_r2": axis_r2(rec, held)}
-
-
-def freeze_readout(vae: torch.nn.Module, which: str, gain: float) -> None:
-    """Hold the decoder's last layers fixed: ``both`` is the library's ``fix_readout`` (``conv_out`` at
-    orthogonal rows of norm ``gain``, ``time_conv_out`` at the identity); ``time`` fixes only
-    ``time_conv_out`` at the identity (a diagnostic)."""
-    if which == "both":
-        fix_readout(vae, gain=gain)
-    elif which == "time":
-        layer = vae.decoder.time_conv_out
-        with torch.no_grad():
-            layer.weight.zero_()
-            layer.bias.zero_()
-            layer.weight[:, :, 1, 0, 0] = torch.eye(3)
-        layer.requires_grad_(False)
 
 
 def main() -> None:
@@ -95,33 +82,18 @@ def main() -> None:
     crop = None if a.crop == "none" else tuple(int(c) for c in a.crop.split(","))
     channels = tuple(int(c) for c in a.channels.split(","))
     vae = VAESize(block_out_channels=channels).build(0)
-    latent = vae.config.latent_channels
-    enc, dec = plain_encoder(channels[0], latent, False), plain_decoder(channels[0], latent, False)
+    teacher = PlainAutoencoder(len(channels), vae.config.latent_channels, channels[0], 64)
     start = time.time()
-
-    def warm(opt: torch.optim.Optimizer, step: int) -> None:
-        for group in opt.param_groups:
-            group["lr"] = a.lr * min(1.0, step / 50)
-
-    cache = a.pool.with_name(f"vae_colour_teacher_{a.channels.replace(',', '-')}_{a.teacher}.pt")
+    cache = a.pool.with_name(f"vae_colour_teacher_plain_{a.channels.replace(',', '-')}_{a.teacher}.pt")
     if cache.is_file():  # the same seed and steps give the same teacher: train it once
-        state = torch.load(cache)
-        enc.load_state_dict(state["enc"])
-        dec.load_state_dict(state["dec"])
+        teacher.load_state_dict(torch.load(cache))
     else:
-        opt = torch.optim.AdamW([*enc.parameters(), *dec.parameters()], lr=a.lr, betas=(0.9, 0.99), weight_decay=0.0)
-        for step in range(1, a.teacher + 1):
-            warm(opt, step)
-            x = crops(train, crop)
-            loss = (dec(enc(x)) - x).abs().mean()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_([*enc.parameters(), *dec.parameters()], 1.0)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-        torch.save({"enc": enc.state_dict(), "dec": dec.state_dict()}, cache)
-    enc.requires_grad_(False).eval()
+        train_teacher(teacher, iter(lambda: crops(train, crop), None), a.teacher, lr=a.lr)
+        torch.save(teacher.state_dict(), cache)
+    teacher.requires_grad_(False).eval()
+    enc = teacher.encoder
     with torch.no_grad():
-        rec = torch.cat([((dec(enc(c.flatten(0, 1) * 2 - 1)) + 1) / 2).clamp(0, 1).view(c.shape) for c in held.split(4)])
+        rec = torch.cat([((teacher(c.flatten(0, 1) * 2 - 1) + 1) / 2).clamp(0, 1).view(c.shape) for c in held.split(4)])
     print(json.dumps({"tag": a.tag, "teacher_steps": a.teacher, "s": round(time.time() - start, 1),
                       **scores(rec, held, "teacher_")}), flush=True)
 
@@ -139,16 +111,12 @@ def main() -> None:
     params = [q for q in vae.parameters() if q.requires_grad]
     opt = torch.optim.AdamW(params, lr=a.lr, betas=(0.9, 0.99), weight_decay=0.0)
     for step in range(1, a.steps + 1):
-        warm(opt, step)
+        for group in opt.param_groups:  # 50-step warm-up
+            group["lr"] = a.lr * min(1.0, step / 50)
         x = crops(train, crop)
         t = 8
         if step <= a.joint:
-            with torch.no_grad():
-                target = enc(x)
-            recon = vae.decode(target, num_frames=t).sample
-            loss = (recon - x).abs().mean()
-            if a.latent_weight:
-                loss = loss + a.latent_weight * (vae.encode(x).latent_dist.mean - target).square().mean()
+            loss = distillation_loss(vae, teacher, x, t, a.latent_weight).loss
         else:
             posterior = vae.encode(x).latent_dist
             z = posterior.sample()

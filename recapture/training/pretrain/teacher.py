@@ -130,11 +130,12 @@ def distillation_loss(vae: nn.Module, teacher: PlainAutoencoder, frames: torch.T
     return Distillation(reconstruction + latent_weight * latent, reconstruction, latent, decoded)
 
 
-def run_teacher(teacher: PlainAutoencoder, batches: Iterable[torch.Tensor], steps: int) -> None:
-    """:func:`train_teacher` with a log line every 100 steps (steps, loss, elapsed)."""
+def run_teacher(teacher: PlainAutoencoder, batches: Iterable[torch.Tensor], steps: int) -> float:
+    """:func:`train_teacher` with a log line every 100 steps (steps, loss, elapsed); returns the seconds it took."""
     start = time.monotonic()
 
     def report(step: int, loss: float) -> None:
         log.info("teacher %d/%d  L1 %.4f  %.0f s", step, steps, loss, time.monotonic() - start)
 
     train_teacher(teacher, batches, steps, report=report)
+    return time.monotonic() - start

@@ -10,7 +10,6 @@ layout, which the UNet stage (``model.vae_dir``) reads.
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -189,7 +188,8 @@ class VAEStage(PriorStage):
         if self.teacher is None:
             return
         if not bool(self.teacher_trained):
-            pool = self._teacher_pool()
+            # the first training clips, rendered once: a teacher step takes far less than rendering fresh clips
+            pool = self.trainer.datamodule.reference_video(self.teacher_pool)
 
             def frames():
                 while True:
@@ -197,19 +197,12 @@ class VAEStage(PriorStage):
                     yield self.crop(pool[pick].to(self.device)).flatten(0, 1) * 2.0 - 1.0
 
             log.info("training the teacher autoencoder for %d steps before the VAE", self.teacher_steps)
-            start = time.monotonic()
-            run_teacher(self.teacher, frames(), self.teacher_steps)
-            self.teacher_seconds.fill_(time.monotonic() - start)
+            self.teacher_seconds.fill_(run_teacher(self.teacher, frames(), self.teacher_steps))
             if self.trainer.world_size > 1:  # every rank distils from rank 0's teacher
                 self.teacher.load_state_dict(self.trainer.strategy.broadcast(self.teacher.state_dict(), src=0))
             self.teacher_trained.fill_(True)
             self.teacher_trained_here = True
         self.teacher.requires_grad_(False).eval()
-
-    def _teacher_pool(self) -> torch.Tensor:
-        """The first ``teacher_pool`` training clips ``(N, T, 3, H, W)``, rendered once for the teacher's
-        steps (a teacher step takes far less time than rendering fresh clips for it)."""
-        return self.trainer.datamodule.reference_video(self.teacher_pool)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         video = self.crop(batch["video"])
