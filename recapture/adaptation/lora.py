@@ -38,6 +38,8 @@ __all__ = [
     "ADAPTER_NAMES",
     "LORA_WEIGHT_NAME",
     "SPATIAL_PATTERN",
+    "SPATIAL_CONV_PATTERN",
+    "TEMPORAL_CONV_PATTERN",
     "TEMPORAL_CROSS_PATTERN",
     "TEMPORAL_LINEAR_PATTERN",
     "TEMPORAL_PATTERN",
@@ -63,6 +65,10 @@ TEMPORAL_CROSS_PATTERN = r".*temporal_transformer_blocks\.\d+\.attn[12]\.(to_q|t
 TEMPORAL_LINEAR_PATTERN = (
     r".*temporal_transformer_blocks\.\d+\.(attn[12]\.(to_q|to_k|to_v|to_out\.0)|(ff_in|ff)\.net\.(0\.proj|2))"
 )
+# the ResNet convolutions of each side (``LoRAConfig.convolutions``, beyond the paper): 3x3 Conv2d of
+# ``spatial_res_block``, (3, 1, 1) Conv3d of ``temporal_res_block``
+SPATIAL_CONV_PATTERN = r".*resnets\.\d+\.spatial_res_block\.conv[12]"
+TEMPORAL_CONV_PATTERN = r".*resnets\.\d+\.temporal_res_block\.conv[12]"
 _TEMPORAL_PATTERNS = {
     "linear": TEMPORAL_LINEAR_PATTERN,
     "attention": TEMPORAL_CROSS_PATTERN,
@@ -85,12 +91,19 @@ class LoRAConfig:
             and the feed-forward layers ``ff_in`` and ``ff``; 8.91 M parameters at rank 16 on the
             full SVD UNet), ``attention`` (``attn1`` and ``attn2`` projections; 3.32 M) or
             ``self_attention`` (``attn1`` only, the narrowest; 1.60 M). The spatial LoRA: 1.60 M.
+        convolutions: beyond the paper, off by default. Also adapt the ResNet convolutions of each
+            adapter's side: the 3x3 ``spatial_res_block.conv1/conv2`` for the spatial LoRA, the
+            (3, 1, 1) ``temporal_res_block.conv1/conv2`` for the temporal one (so the temporal bypass
+            still keeps every temporal weight out of the spatial steps). For small priors such as
+            ``recapture-tiny``, whose attention layers are too narrow for a rank-limited update to fit
+            one video (benchmarks/README.md, "LoRA capacity"); a pretrained SVD does not need it.
     """
 
     rank: int = 16
     alpha: float | None = None
     dropout: float = 0.0
     temporal_targets: Literal["linear", "attention", "self_attention"] = "linear"
+    convolutions: bool = False
 
 
 def lora_target_modules(unet: nn.Module, name: str, config: LoRAConfig | None = None) -> list[str]:
@@ -108,21 +121,24 @@ def lora_target_modules(unet: nn.Module, name: str, config: LoRAConfig | None = 
     names = []
     for module_name, module in unet.named_modules():
         base = module_name
-        if pattern.fullmatch(base) and (isinstance(module, nn.Linear) or hasattr(module, "base_layer")):
+        layer = isinstance(module, (nn.Linear, nn.Conv2d, nn.Conv3d)) or hasattr(module, "base_layer")
+        if pattern.fullmatch(base) and layer:
             names.append(base)
     return sorted(names)
 
 
 def _pattern(name: str, config: LoRAConfig) -> str:
     if name == "spatial":
-        return SPATIAL_PATTERN
-    if name == "temporal":
+        pattern, conv = SPATIAL_PATTERN, SPATIAL_CONV_PATTERN
+    elif name == "temporal":
         if config.temporal_targets not in _TEMPORAL_PATTERNS:
             raise RecaptureError(
                 f"unknown lora.temporal_targets {config.temporal_targets!r}; use one of {sorted(_TEMPORAL_PATTERNS)}"
             )
-        return _TEMPORAL_PATTERNS[config.temporal_targets]
-    raise RecaptureError(f"unknown adapter {name!r}; ReCapture's adapters are {list(ADAPTER_NAMES)}")
+        pattern, conv = _TEMPORAL_PATTERNS[config.temporal_targets], TEMPORAL_CONV_PATTERN
+    else:
+        raise RecaptureError(f"unknown adapter {name!r}; ReCapture's adapters are {list(ADAPTER_NAMES)}")
+    return f"(?:{pattern})|(?:{conv})" if config.convolutions else pattern
 
 
 def _peft_config(name: str, config: LoRAConfig):  # noqa: ANN202 - peft imported lazily

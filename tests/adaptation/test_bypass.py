@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from recapture.adaptation import (
+    LoRAConfig,
     adapter_parameters,
     add_recapture_adapters,
     bypass_targets,
@@ -23,9 +24,10 @@ def _with_other_frames_changed(inputs: dict[str, torch.Tensor], keep: int) -> di
     return changed
 
 
-@pytest.fixture
-def lora_unet(tiny, perturb_adapter):  # noqa: ANN201
-    add_recapture_adapters(tiny.unet)
+@pytest.fixture(params=[False, True], ids=["attention", "with-convolutions"])
+def lora_unet(tiny, perturb_adapter, request):  # noqa: ANN201
+    """Both adapters perturbed; also with ``LoRAConfig.convolutions`` (temporal_res_block convs in the temporal LoRA)."""
+    add_recapture_adapters(tiny.unet, LoRAConfig(convolutions=request.param))
     perturb_adapter(tiny.unet, "spatial")
     perturb_adapter(tiny.unet, "temporal", seed=2)
     return tiny.unet

@@ -105,6 +105,64 @@ def test_narrower_temporal_target_options(tiny, targets, attns) -> None:
     assert "temporal" in layer.lora_A and layer.scaling["temporal"] == 2.0
 
 
+def test_the_convolutions_option_adds_each_sides_resnet_convolutions(tiny, unet_inputs, run_unet) -> None:
+    """``convolutions``: spatial_res_block convs join the spatial LoRA, temporal_res_block convs the temporal one."""
+    import torch.nn as nn
+
+    convs = {
+        side: sorted(
+            n for n, m in tiny.unet.named_modules()
+            if isinstance(m, (nn.Conv2d, nn.Conv3d)) and n.endswith((f".{side}_res_block.conv1", f".{side}_res_block.conv2"))
+        )
+        for side in ("spatial", "temporal")
+    }
+    assert convs["spatial"] and convs["temporal"]
+    x = unet_inputs()
+    with torch.no_grad():
+        base = run_unet(tiny.unet, x)
+    config = LoRAConfig(rank=2, convolutions=True)
+    add_recapture_adapters(tiny.unet, config)
+    assert lora_target_modules(tiny.unet, "spatial", config) == sorted(
+        _expected(ATTENTIONS, "transformer_blocks") + convs["spatial"]
+    )
+    assert lora_target_modules(tiny.unet, "temporal", config) == sorted(_temporal_linear(ATTENTIONS) + convs["temporal"])
+    wrapped = {n for n, m in tiny.unet.named_modules() if hasattr(m, "lora_A")}
+    assert not {n for n in wrapped if "conv_shortcut" in n or n in ("conv_in", "conv_out") or "sampler" in n}
+    # the default leaves every convolution alone
+    assert not set(lora_target_modules(tiny.unet, "temporal")) & set(convs["temporal"])
+    for side, names in convs.items():
+        layer = tiny.unet.get_submodule(names[0])
+        assert list(layer.lora_A) == [side]  # each convolution holds its own side's adapter only
+        kind = nn.Conv2d if side == "spatial" else nn.Conv3d
+        assert isinstance(layer.base_layer, kind) and isinstance(layer.lora_A[side], kind)
+        assert layer.lora_A[side].weight.shape[0] == 2
+    with torch.no_grad():
+        torch.testing.assert_close(run_unet(tiny.unet, x), base, rtol=1e-5, atol=1e-5)  # B = 0: no-op
+
+
+def test_a_convolution_lora_round_trips_through_the_diffusers_file(tmp_path, unet_inputs, run_unet,
+                                                                   perturb_adapter) -> None:
+    config = LoRAConfig(rank=3, convolutions=True)
+    trained = build_tiny_components(seed=0).unet
+    add_recapture_adapters(trained, config)
+    for name in ("spatial", "temporal"):
+        perturb_adapter(trained, name, seed=len(name))
+        save_lora(trained, name, tmp_path / name)
+    with safe_open(str(tmp_path / "temporal" / LORA_WEIGHT_NAME), "pt") as f:
+        assert any("temporal_res_block.conv1.lora_A" in k for k in f.keys())
+    fresh = build_tiny_components(seed=0).unet
+    for name in ("spatial", "temporal"):
+        load_lora(fresh, name, tmp_path / name)
+    assert lora_target_modules(fresh, "temporal", config) == lora_target_modules(trained, "temporal", config)
+    got = dict(fresh.named_parameters())
+    for name, p in trained.named_parameters():
+        if ".lora_" in name:
+            assert torch.equal(got[name].detach(), p.detach()), name
+    x = unet_inputs()
+    with torch.no_grad():
+        torch.testing.assert_close(run_unet(fresh, x), run_unet(trained, x), rtol=1e-5, atol=1e-5)
+
+
 def test_unknown_temporal_targets_is_a_clear_error(tiny) -> None:
     with pytest.raises(RecaptureError, match="temporal_targets"):
         add_recapture_adapters(tiny.unet, LoRAConfig(temporal_targets="ffn"))
