@@ -76,7 +76,8 @@ The options people change most (every option is listed below; every YAML key is 
   --data.video PATH               your video (mp4, mov, avi, webm, gif) or 'example'
   --data.trajectory.preset NAME   orbit, dolly, pan, ...; --data.trajectory.amount sets how far
   --data.trajectory.file FILE     a camera trajectory file instead (`recapture trajectory` writes one)
-  --data.size N                   long side of the frames in pixels (multiple of 64; aspect kept)
+  --data.size N                   long side of the frames in pixels (multiple of 64; aspect kept),
+                                  or '[H, W]' exactly (e.g. '[64, 96]' for recapture-tiny)
   --data.num_frames N             frames of the video used (from --data.start)
   --trainer.max_steps N           fine-tuning steps
   --trainer.default_root_dir DIR  the run folder: outputs, checkpoints, report.json

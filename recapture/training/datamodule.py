@@ -24,6 +24,7 @@ from recapture.adaptation.encoding import AugmentConfig, TrainingTensors
 from recapture.anchor import AnchorConfig, AnchorResult, build_anchor
 from recapture.cameras import TrajectorySpec
 from recapture.depth import DepthSource, PriorDepthSource
+from recapture.io.resize import _check_size
 from recapture.utils import RecaptureError, check_video, hash_inputs
 
 log = logging.getLogger(__name__)
@@ -93,7 +94,9 @@ class ReCaptureDataModule(LightningDataModule):
             (halves up, at least 64), and the picture is scaled without distortion to cover that size,
             the overflow being centre-cropped (or padded, see ``resize``): 1280x720 at 512 -> 512x320
             with 57 columns cut. A smaller source is enlarged, with a warning naming the factor.
-            ``None`` keeps the video's size (it must then already be a multiple of 64).
+            ``None`` keeps the video's size (it must then already be a multiple of 64). A pair
+            ``[H, W]`` gives exactly that size, not rounded (for a small prior trained at a size that
+            is not a multiple of 64, e.g. ``[64, 96]`` for ``recapture-tiny``).
         resize: ``crop`` (default): scale to cover the size and cut the overflow equally from both
             ends; ``pad``: scale to fit inside and fill the rest with black.
         depth: where depth comes from: a depth backend class (``TransformersDepthSource``,
@@ -117,7 +120,7 @@ class ReCaptureDataModule(LightningDataModule):
         num_frames: int = 14,
         start: int = 0,
         stride: int = 1,
-        size: int | None = 1024,
+        size: int | tuple[int, int] | None = 1024,
         resize: Literal["crop", "pad"] = "crop",
         depth: DepthSource = PriorDepthSource(),
         trajectory: TrajectorySpec = TrajectorySpec(),
@@ -134,6 +137,10 @@ class ReCaptureDataModule(LightningDataModule):
             raise RecaptureError(f"data.num_frames must be >= 1, got {num_frames}")
         if spatial_batch_size < 1:
             raise RecaptureError(f"data.spatial_batch_size must be >= 1, got {spatial_batch_size}")
+        try:
+            _check_size(size, resize, 64)
+        except RecaptureError as err:
+            raise RecaptureError(f"data.{err}") from None
         self.video = str(video)
         self.num_frames = num_frames
         self.start = start
@@ -324,8 +331,10 @@ class SourceClip:
     depth_name: str = "exact:sample"
 
 
-def _example_size(size: int | None) -> tuple[int, int]:
-    """(H, W) of the example clip for a requested long side (3:2 aspect, multiples of 64)."""
+def _example_size(size: int | tuple[int, int] | None) -> tuple[int, int]:
+    """(H, W) of the example clip: a pair is used as given; a long side gives 3:2, multiples of 64."""
+    if size is not None and not isinstance(size, int):
+        return int(size[0]), int(size[1])
     long_side = 384 if size is None else size
     width = max(64, round(long_side / 64) * 64)
     height = max(64, round(long_side * 2 / 3 / 64) * 64)

@@ -31,3 +31,21 @@ def test_anchor_outputs_are_written_at_the_watchable_rate(tmp_path: Path) -> Non
     assert report["fps"] == 8.0 and report["video_fps"] == pytest.approx(2.667)
     video = read_video(tmp_path / "anchor" / "anchor.mp4")
     assert video.num_frames == 4 and video.fps == pytest.approx(2.667, abs=0.01)
+
+
+@pytest.mark.parametrize(("size", "expected"), [(None, (64, 96)), ("128", (64, 128)), ("[32, 160]", (32, 160))])
+def test_data_size_pair_is_used_exactly(tmp_path: Path, size: str | None, expected: tuple[int, int]) -> None:
+    """configs/demo.yaml asks for the prior's own 64x96 (not a multiple of 64): a pair is not rounded."""
+    from recapture.cli import cli_main
+    from recapture.utils import RecaptureError
+
+    repo = Path(__file__).resolve().parents[2]
+    args = ["anchor", "--config", str(repo / "configs" / "demo.yaml"), "--model.components.tiny", "true",
+            "--data.num_frames", "2", "--output", str(tmp_path / "anchor"),
+            "--data.anchor.cache_dir", str(tmp_path / "cache")]
+    cli_main(args + (["--data.size", size] if size else []))
+    video = read_video(tmp_path / "anchor" / "anchor.mp4")
+    assert tuple(video.frames.shape[-2:]) == expected
+    with pytest.raises((RecaptureError, SystemExit)):
+        cli_main(args + ["--data.size", "[64, 0]", "--output", str(tmp_path / "bad")])
+    assert not (tmp_path / "bad").exists()
