@@ -38,7 +38,15 @@ from recapture.data.procedural import (
 from recapture.io.video import Video
 from recapture.utils import RecaptureError
 
-__all__ = ["GROUND_Y", "HFOV_DEG", "WALL_Z", "example_intrinsics", "example_scene", "make_example_clip"]
+__all__ = [
+    "GROUND_Y",
+    "HFOV_DEG",
+    "WALL_Z",
+    "example_intrinsics",
+    "example_scene",
+    "make_example_clip",
+    "render_example_view",
+]
 
 GROUND_Y = 1.2
 WALL_Z = 10.0
@@ -189,3 +197,29 @@ def make_example_clip(
     out = render(scene, range(num_frames), torch.eye(4), K, (height, width), supersample=2)
     video = Video(frames=out["rgb"], fps=float(fps), path=None, source_size=(height, width))
     return video, out["depth"][:, None], K
+
+
+def render_example_view(
+    c2w: torch.Tensor, K: torch.Tensor, height: int, width: int, seed: int = 0
+) -> torch.Tensor:
+    """The example clip's exact novel view: frame ``t`` of the scene seen from camera ``t``.
+
+    The example's source camera is the identity and its depth is in scene units, so an anchor's
+    target poses (relative to the source camera, in depth units) are world poses here.
+
+    Args:
+        c2w: ``(T, 4, 4)`` OpenCV camera-to-world poses, one per frame.
+        K: ``(T, 3, 3)`` or ``(3, 3)`` pixel intrinsics.
+        height: ``H``.
+        width: ``W``.
+        seed: the seed the clip was made with (:func:`make_example_clip`).
+
+    Returns:
+        ``(T, 3, H, W)`` float32 in [0, 1], rendered as :func:`make_example_clip` renders the source.
+    """
+    if c2w.ndim != 3 or c2w.shape[1:] != (4, 4):
+        raise RecaptureError(f"c2w must be (T, 4, 4), got {tuple(c2w.shape)}")
+    t = c2w.shape[0]
+    scene = example_scene(t, seed)
+    out = render(scene, range(t), c2w.float().cpu(), K.float().cpu(), (height, width), supersample=2)
+    return out["rgb"]

@@ -162,6 +162,7 @@ class ReCaptureDataModule(LightningDataModule):
         self.timings: dict[str, Any] = {}  # this run's encoding time and latent-cache status
         self.started_at: float | None = None  # wall clock when this run's stage 1 began
         self.sample: SourceClip | None = None  # an in-memory clip given by use_sample (the benchmark's)
+        self._ground_truth: torch.Tensor | None = None
 
     def use_sample(
         self,
@@ -239,6 +240,22 @@ class ReCaptureDataModule(LightningDataModule):
         trajectory = given if given is not None else self.trajectory.build(frames.shape[0])
         self.anchor_result = build_anchor(frames, fps, estimator, trajectory, self.anchor, K=K)
         return self.anchor_result
+
+    def ground_truth(self) -> torch.Tensor | None:
+        """The exact novel view ``(T, 3, H, W)`` for the generated example clip; None for a real video.
+
+        The example scene is ray-cast from the anchor's target cameras, so a run on ``video: example``
+        can be scored against the truth (``MetricsCallback``: ``truth_psnr``, ``truth_psnr_holes``).
+        """
+        if self.video != EXAMPLE or self.sample is not None:
+            return None
+        if self._ground_truth is None:
+            from recapture.data.example import render_example_view
+
+            anchor = self.build_anchor()
+            height, width = anchor.source.shape[-2:]
+            self._ground_truth = render_example_view(anchor.c2w, anchor.K, height, width)
+        return self._ground_truth
 
     @property
     def fps(self) -> float:

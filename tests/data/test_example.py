@@ -89,3 +89,38 @@ def test_bad_arguments(kwargs: dict, needle: str) -> None:
     with pytest.raises(RecaptureError) as err:
         make_example_clip(**kwargs)
     assert needle in str(err.value)
+
+
+def test_the_example_truth_matches_the_source_and_the_anchor() -> None:
+    """render_example_view: the identity camera gives the source clip bit for bit; the anchor's
+    target cameras give a view the anchor agrees with on the pixels it knows (both rendered exactly)."""
+    from recapture.data.example import render_example_view
+    from recapture.metrics import compute_metrics
+    from recapture.training.datamodule import ReCaptureDataModule
+
+    video, _, K = make_example_clip(num_frames=3, height=64, width=96)
+    same = render_example_view(torch.eye(4).expand(3, 4, 4), K, 64, 96)
+    assert torch.equal(same, video.frames)
+
+    dm = ReCaptureDataModule(video="example", num_frames=3, size=(64, 96), latent_cache_dir=None)
+    dm.anchor.cache_dir = None
+    truth = dm.ground_truth()
+    anchor = dm.build_anchor().anchor
+    assert truth.shape == (3, 3, 64, 96)
+    assert not torch.equal(truth[-1], video.frames[-1])  # the camera moved
+    # the orbit starts at the source camera: frame 0 of the (footprint-1) anchor is the truth exactly
+    assert dm.anchor.footprint == 1 and torch.equal(anchor.frames[0], truth[0])
+    # later frames: the anchor agrees with the truth at its own cameras clearly better than with
+    # cameras 10% nearer or farther along the path (what is left is resampling of fine textures)
+    def agreement(scale: float) -> float:
+        c2w = dm.build_anchor().c2w.clone()
+        c2w[:, :3, 3] *= scale
+        view = truth if scale == 1.0 else render_example_view(c2w, dm.build_anchor().K, 64, 96)
+        return compute_metrics(anchor.frames[1:], view[1:], mask=anchor.mask[1:], metrics=("psnr",))["psnr_masked"]
+
+    exact = agreement(1.0)
+    assert exact > 17.0 and exact > agreement(0.9) + 2.0 and exact > agreement(1.1) + 2.0
+    # where the anchor has holes it is black; the truth is not
+    assert float(truth.mean(1, keepdim=True)[anchor.mask < 0.5].mean()) > 0.1
+    # a real video has no truth
+    assert ReCaptureDataModule(video="clip.mp4", latent_cache_dir=None).ground_truth() is None

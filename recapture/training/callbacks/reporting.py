@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import TYPE_CHECKING
 
 import torch
 from lightning.pytorch import LightningModule, Trainer
@@ -19,6 +20,9 @@ from recapture.training.callbacks.base import (
     run_dir,
 )
 from recapture.utils import RecaptureError, write_json
+
+if TYPE_CHECKING:
+    from recapture.anchor import AnchorVideo
 
 log = logging.getLogger("recapture.training.callbacks")  # the name the logs have always shown
 
@@ -70,11 +74,16 @@ class MetricsCallback(_Ordered):
     * no-reference VBench dimensions listed in ``metrics`` (``temporal_flickering`` needs no model;
       ``subject_consistency``, ``background_consistency``, ... need their backbones in ``weights``).
 
+    When the data module knows the exact novel view (``video: example``, the offline demo), it also
+    scores against it: ``truth_psnr`` (all pixels) and ``truth_psnr_holes`` (the pixels the anchor
+    left empty), and the same for the anchor itself (``anchor_truth_psnr``, ``anchor_truth_psnr_holes``).
+
     Args:
         metrics: VBench (no-reference) metric names, comma-separated or a list.
         anchor_agreement: compute ``anchor_psnr``/``anchor_ssim`` over the anchor's valid pixels.
         video: which video to score: ``refined`` (falls back to ``generated``) or ``generated``.
         weights: where the metric models come from (see :class:`recapture.metrics.MetricWeights`).
+        ground_truth: score against the exact novel view when the data module has one.
     """
 
     after = ("GenerateVideo", "SDEditRefine")
@@ -86,8 +95,10 @@ class MetricsCallback(_Ordered):
         anchor_agreement: bool = True,
         video: str = "refined",
         weights: MetricWeights | None = None,
+        ground_truth: bool = True,
     ) -> None:
         self.metrics = metrics
+        self.ground_truth = ground_truth
         self.anchor_agreement = anchor_agreement
         self.video = video
         self.weights = weights
@@ -113,11 +124,30 @@ class MetricsCallback(_Ordered):
             agree = compute_metrics(pred, anchor.frames, mask=anchor.mask, metrics=("psnr", "ssim"))
             scores["anchor_psnr"] = agree["psnr_masked"]
             scores["anchor_ssim"] = agree["ssim_masked"]
+        known = getattr(trainer.datamodule, "ground_truth", None) if self.ground_truth else None
+        truth = known() if known is not None else None
+        if truth is not None:
+            scores.update(_truth_scores(pred, anchor, truth))
         results.metrics = scores
         log.info("metrics: %s", ", ".join(f"{k} {v:.4g}" for k, v in scores.items()))
         for lg in trainer.loggers:
             lg.log_metrics({f"eval/{k}": v for k, v in scores.items()}, step=trainer.global_step)
         _log_table(trainer, "eval/metrics", scores)
+
+
+def _truth_scores(pred: torch.Tensor, anchor: AnchorVideo, truth: torch.Tensor) -> dict[str, float]:
+    """PSNR of the video and of the anchor against the exact novel view: all pixels and the anchor's holes."""
+    from recapture.metrics import compute_metrics
+
+    holes = 1.0 - anchor.mask.float()
+    mask = holes if bool((holes > 0.5).any()) else None
+    scores: dict[str, float] = {}
+    for prefix, video in (("", pred), ("anchor_", anchor.frames)):
+        m = compute_metrics(video.float().cpu(), truth, mask=mask, metrics=("psnr",))
+        scores[f"{prefix}truth_psnr"] = m["psnr"]
+        if mask is not None:
+            scores[f"{prefix}truth_psnr_holes"] = m["psnr_masked"]
+    return scores
 
 
 class RunReport(_Ordered):
