@@ -155,7 +155,8 @@ def test_demo_fit_end_to_end_resume_and_generate(tmp_path: Path) -> None:
     # the example clip has an exact novel view: the video and the anchor are scored against it,
     # and the anchor's black holes score far below its known pixels
     truth = {k: report["metrics"][k] for k in ("truth_psnr", "truth_psnr_holes", "anchor_truth_psnr",
-                                                 "anchor_truth_psnr_holes")}
+                                                 "anchor_truth_psnr_holes", "generated_truth_psnr",
+                                                 "generated_truth_psnr_holes")}
     assert truth["anchor_truth_psnr_holes"] < truth["anchor_truth_psnr"], truth
     # the frame strip: 4 columns (source | anchor | generated | refined) x 3 rows (first, middle, last frame)
     from PIL import Image

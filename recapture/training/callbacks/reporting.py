@@ -76,7 +76,8 @@ class MetricsCallback(_Ordered):
 
     When the data module knows the exact novel view (``video: example``, the offline demo), it also
     scores against it: ``truth_psnr`` (all pixels) and ``truth_psnr_holes`` (the pixels the anchor
-    left empty), and the same for the anchor itself (``anchor_truth_psnr``, ``anchor_truth_psnr_holes``).
+    left empty), the same for the anchor itself (``anchor_truth_psnr``, ``anchor_truth_psnr_holes``)
+    and, when the refined video is scored, for the generated one before SDEdit (``generated_truth_*``).
 
     Args:
         metrics: VBench (no-reference) metric names, comma-separated or a list.
@@ -127,7 +128,7 @@ class MetricsCallback(_Ordered):
         known = getattr(trainer.datamodule, "ground_truth", None) if self.ground_truth else None
         truth = known() if known is not None else None
         if truth is not None:
-            scores.update(_truth_scores(pred, anchor, truth))
+            scores.update(_truth_scores(pred, anchor, truth, results.generated if pred is not results.generated else None))
         results.metrics = scores
         log.info("metrics: %s", ", ".join(f"{k} {v:.4g}" for k, v in scores.items()))
         for lg in trainer.loggers:
@@ -135,14 +136,18 @@ class MetricsCallback(_Ordered):
         _log_table(trainer, "eval/metrics", scores)
 
 
-def _truth_scores(pred: torch.Tensor, anchor: AnchorVideo, truth: torch.Tensor) -> dict[str, float]:
-    """PSNR of the video and of the anchor against the exact novel view: all pixels and the anchor's holes."""
+def _truth_scores(
+    pred: torch.Tensor, anchor: AnchorVideo, truth: torch.Tensor, generated: torch.Tensor | None = None
+) -> dict[str, float]:
+    """PSNR against the exact novel view, all pixels and the anchor's holes: the scored video, the
+    anchor and (when the scored video is the refined one) the generated video before SDEdit."""
     from recapture.metrics import compute_metrics
 
     holes = 1.0 - anchor.mask.float()
     mask = holes if bool((holes > 0.5).any()) else None
     scores: dict[str, float] = {}
-    for prefix, video in (("", pred), ("anchor_", anchor.frames)):
+    videos = [("", pred), ("anchor_", anchor.frames)] + ([("generated_", generated)] if generated is not None else [])
+    for prefix, video in videos:
         m = compute_metrics(video.float().cpu(), truth, mask=mask, metrics=("psnr",))
         scores[f"{prefix}truth_psnr"] = m["psnr"]
         if mask is not None:
