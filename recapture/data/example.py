@@ -192,9 +192,7 @@ def make_example_clip(
     if not (math.isfinite(fps) and fps > 0):
         raise RecaptureError(f"fps={fps!r} must be a positive number")
     K = example_intrinsics(height, width)
-    scene = example_scene(num_frames, seed)
-    # colour is averaged over 2 x 2 sub-pixel rays; depth uses the pixel-centre ray
-    out = render(scene, range(num_frames), torch.eye(4), K, (height, width), supersample=2)
+    out = _render_example(num_frames, seed, torch.eye(4), K, (height, width))
     video = Video(frames=out["rgb"], fps=float(fps), path=None, source_size=(height, width))
     return video, out["depth"][:, None], K
 
@@ -219,7 +217,12 @@ def render_example_view(
     """
     if c2w.ndim != 3 or c2w.shape[1:] != (4, 4):
         raise RecaptureError(f"c2w must be (T, 4, 4), got {tuple(c2w.shape)}")
-    t = c2w.shape[0]
-    scene = example_scene(t, seed)
-    out = render(scene, range(t), c2w.float().cpu(), K.float().cpu(), (height, width), supersample=2)
-    return out["rgb"]
+    return _render_example(c2w.shape[0], seed, c2w.float().cpu(), K.float().cpu(), (height, width))["rgb"]
+
+
+def _render_example(
+    num_frames: int, seed: int, c2w: torch.Tensor, K: torch.Tensor, size: tuple[int, int]
+) -> dict[str, torch.Tensor]:
+    """Frame ``t`` of the example scene from camera ``t`` (or one camera for all frames)."""
+    # colour is averaged over 2 x 2 sub-pixel rays; depth uses the pixel-centre ray
+    return render(example_scene(num_frames, seed), range(num_frames), c2w, K, size, supersample=2)
