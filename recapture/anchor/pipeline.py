@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["AnchorConfig", "AnchorResult", "build_anchor", "preflight_message", "write_anchor_outputs"]
 
-CACHE_VERSION = "anchor-v1"  # bump when rendering changes so stale entries are not reused
+CACHE_VERSION = "anchor-v2"  # bump when rendering changes so stale entries are not reused
 
 
 @dataclass
@@ -43,7 +43,7 @@ class AnchorConfig:
     Attributes:
         mode: ``"hard"`` z-buffer splat (default) or differentiable ``"soft"`` splat.
         footprint: hard mode: odd splat size in pixels; 1 is exact, 3 closes pinholes on slanted
-            surfaces (slightly grows foreground edges).
+            or magnified surfaces and grows edges by a pixel into holes (never over visible pixels).
         fov_deg: horizontal field of view assumed for the source video when no K is known.
         mask_erode: shrink the valid region by this many pixels (drops unreliable hole rims).
         mask_dilate: grow the valid region by this many pixels, filling from valid neighbours.

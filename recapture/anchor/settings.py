@@ -19,7 +19,8 @@ class SplatSettings:
     Attributes:
         mode: ``"hard"`` deterministic z-buffer (nearest surface wins) or ``"soft"`` differentiable
             softmax splat (gradients reach frames, depth and ``c2w``).
-        footprint: hard mode: odd splat size in pixels; 1 is exact, 3 closes slant pinholes.
+        footprint: hard mode: odd splat size in pixels; 1 is exact, 3 closes slant pinholes
+            and shrinks holes by a pixel (pixels that received a point keep it).
         soft_beta: soft mode depth sharpness (see :func:`~recapture.anchor.splat.splat_soft`).
     """
 

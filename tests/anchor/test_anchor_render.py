@@ -106,6 +106,62 @@ def test_footprint_closes_pinholes_when_magnified() -> None:
     assert bool((filled > 0).all())  # pinholes got neighbouring colours, not black
 
 
+@pytest.mark.parametrize("footprint", [3, 5])
+@pytest.mark.parametrize(
+    "depth_map",
+    [
+        # a ground plane seen at a slant: each row 5% farther than the one below it
+        lambda: 2.0 * 1.05 ** torch.arange(H, 0, -1.0)[:, None].expand(H, W),
+        # a depth step: the near left half must not grow over the visible far right half
+        lambda: torch.cat([torch.full((H, W // 2), 2.0), torch.full((H, W // 2), 3.0)], 1),
+        # a near square on a far plane, both seen
+        lambda: _two_layers()[1][0, 0],
+    ],
+    ids=["slanted_floor", "depth_step", "square"],
+)
+def test_footprint_keeps_every_visible_point_at_the_source_camera(footprint: int, depth_map) -> None:
+    """Covered pixels keep their own point: the footprint moves no surface, grows no edge over
+    visible background, so the source camera gives the source exactly. (Until 2026-12-07 the
+    slanted floor moved down a row and the near half grew by a pixel: a neighbour 1% nearer won.)"""
+    frames = torch.rand(1, 3, H, W)
+    depth = depth_map()[None, None].contiguous()
+    out = render_anchor(frames, depth, intrinsics(), translation(), splat=SplatSettings(footprint=footprint))
+    assert torch.equal(out.frames, frames) and bool((out.mask == 1).all())
+
+
+def test_footprint_keeps_the_example_scene_at_the_source_camera() -> None:
+    """The example scene (floor, wall, spheres) through the identity camera, footprint 3: the source
+    bit for bit at 64x96 and 256x384 (the old 1% rule changed 32% / 17% of the pixels)."""
+    from recapture.data.example import make_example_clip
+
+    for h, w in ((64, 96), (256, 384)):
+        video, depth, K = make_example_clip(num_frames=2, height=h, width=w)
+        out = render_anchor(video.frames, depth, K, translation(num=2), splat=SplatSettings(footprint=3))
+        assert torch.equal(out.frames, video.frames), (h, w)
+
+
+@pytest.mark.parametrize("footprint", [3, 5])
+def test_footprint_covers_background_seen_through_pinholes(footprint: int) -> None:
+    """Dolly in on a near square (z=2) over a far plane (z=10): the square is magnified 2/1.4, the
+    plane barely, so rows and columns of background points show through cracks in the square.
+    The footprint closes them with the square's colour, including where an empty crack row crosses
+    a background column, and the square grows by no pixel beyond its true outline."""
+    frames, depth = _two_layers()
+    frames[...] = torch.tensor([0.0, 0.0, 1.0])[:, None, None]  # far plane: blue
+    frames[..., 4:12, 12:20] = torch.tensor([1.0, 0.0, 0.0])[:, None, None]  # near square: red
+    c2w = translation(tz=0.6)
+    # the square's source pixel edges 3.5 .. 11.5 (rows) and 11.5 .. 19.5 (columns) land at
+    # (edge - centre) * 2 / 1.4 + centre: rows 2.5 .. 13.9, columns 10.5 .. 21.9 -> pixels 3..13, 11..21
+    square = torch.zeros(H, W, dtype=torch.bool)
+    square[3:14, 11:22] = True
+    thin = render_anchor(frames, depth, intrinsics(), c2w, splat=SplatSettings(footprint=1))
+    thick = render_anchor(frames, depth, intrinsics(), c2w, splat=SplatSettings(footprint=footprint))
+    assert bool((thin.frames[0, 2][square] == 1).any())  # without a footprint, blue shows through
+    red = (thick.frames[0, 0] == 1) & (thick.frames[0, 2] == 0)
+    assert torch.equal(red, square)
+    assert bool((thick.frames[0, 2][~square] == 1).all())  # the rest is the far plane
+
+
 def test_mask_erode_widens_the_uncovered_strip() -> None:
     frames = torch.rand(1, 3, H, W) + 0.1
     depth = torch.full((1, 1, H, W), 5.0)
