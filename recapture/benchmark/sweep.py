@@ -35,6 +35,7 @@ from typing import Any, Literal, Protocol
 import torch
 from torch import Tensor
 
+from recapture.anchor.pipeline import CACHE_VERSION as ANCHOR_VERSION
 from recapture.benchmark.launch import DistInfo, dist_info, scene_device, shard, wait_for_scenes
 from recapture.benchmark.results import (
     load_scene_results,
@@ -221,13 +222,17 @@ class SceneRunner(Protocol):
 
 
 def settings_key(settings: BenchmarkSettings, runner_key: Any, source: SceneSource | None = None) -> str:
-    """Hash of everything that changes a scene's result; scene JSONs from other settings are refused."""
+    """Hash of everything that changes a scene's result; scene JSONs from other settings are refused.
+
+    The anchor renderer's version is part of it: a rerun after the renderer changed its outputs
+    starts over instead of mixing scenes rendered both ways."""
     controls = Path(settings.controls) if settings.controls else None  # hashed by content
     resolution = settings.resolution if isinstance(settings.resolution, str) else list(settings.resolution)
     source = source or scene_source(settings)
     return hash_inputs(
         asdict(settings.protocol), settings.mode, resolution, controls, settings.sample, settings.seed,
         settings.depth_source, source.key(), runner_key, *(["ablation"] if settings.ablation else []),
+        ANCHOR_VERSION,
     )
 
 
