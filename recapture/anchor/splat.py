@@ -27,14 +27,13 @@ __all__ = ["SplatResult", "splat_hard", "splat_soft"]
 # Footprint copies are pushed back by this relative depth: where several copies compete for an empty
 # pixel (or a pinhole), the point that landed there itself beats an equally deep neighbour.
 FOOTPRINT_DEPTH_BIAS = 0.01
-# A pixel whose own point is farther than this relative depth behind the nearest point on *both*
-# sides of it (along a row, a column or a diagonal, within the footprint radius) is a pinhole: a
-# background point seen through a gap in a magnified nearer surface, which the footprint covers.
-# Any other pixel keeps its own point, so the footprint never moves a surface (a slanted floor whose
-# rows differ in depth by more than FOOTPRINT_DEPTH_BIAS) nor grows an edge over visible background,
-# and the source camera reproduces the source (bar 1-pixel strips of background between two nearer
-# surfaces). 10% keeps a ground plane's own rows at 64x96 (up to ~7% apart next to an object) and
-# still closes pinholes in anything standing 10% in front of what is behind it.
+# Pinholes: a pixel whose own point lies behind a nearer point on *both* sides of it (along a row, a
+# column or a diagonal, within twice the footprint radius: the widest crack a footprint closes) is
+# background seen through a crack in a nearer surface, which the footprint covers. A side point d
+# pixels away counts as nearer only if it is more than d times this relative depth nearer, so a
+# surface's own slope (a ground plane's rows at 64x96 are up to ~7% apart) never counts. Any other
+# covered pixel keeps its own point: the footprint moves no surface and grows no edge over visible
+# background, and the source camera reproduces the source.
 PINHOLE_DEPTH_GAP = 0.10
 # Soft splat: bilinear weights below this are dropped (kills float round-off leaks into neighbours,
 # e.g. u = 4.9999999 on an identity warp; such contributions are invisible anyway).
@@ -148,29 +147,34 @@ _AXES = ((0, 1), (1, 0), (1, 1), (1, -1))
 
 
 def _pinholes(zq: Tensor, hit: Tensor, r: int) -> Tensor:
-    """Pixels ``(B, H, W)`` whose own point lies more than :data:`PINHOLE_DEPTH_GAP` behind the nearest
-    point on both sides of them along a row, a column or a diagonal, within ``r`` pixels.
+    """Pixels ``(B, H, W)`` whose own point lies behind nearer points on both sides of them along a
+    row, a column or a diagonal, within ``2 r`` pixels: the cracks up to ``2 r`` wide that the
+    ``(2r+1)^2`` footprint fills, seen through to a farther surface.
 
-    Diagonals count so that crossing cracks (an empty row across a column of background) close
-    too; a pixel beside a straight edge has nearer points on one side of every line through it, so
-    edges never grow over visible pixels. ``zq``: quantised depths (any monotonic scale); pixels
-    where ``hit`` is false never count as nearer; past the border there is no side. float32 is
-    plenty for a 10% test and halves the memory traffic of int64.
+    A side point ``d`` pixels away counts if its depth times ``1 + d * PINHOLE_DEPTH_GAP`` is below
+    the pixel's own. Diagonals count so that crossing cracks (an empty row across a column of
+    background) close too; a pixel beside a straight edge has nearer points on one side of every
+    line through it, so edges do not grow over visible pixels (only a pixel in the crook of a sharp
+    concave corner can be taken). ``zq``: quantised depths (any monotonic scale); pixels where
+    ``hit`` is false never count; past the border there is no side. float32 is plenty for these
+    tests and halves the memory traffic of int64.
     """
     h, w = zq.shape[-2:]
+    reach = 2 * r
     own = zq.float()
-    # a side is nearer iff its depth * (1 + gap) < own depth; no point there: never nearer
-    ahead = torch.where(hit, own * (1.0 + PINHOLE_DEPTH_GAP), math.inf)
-    ahead = F.pad(ahead, (r, r, r, r), value=math.inf)
+    far = torch.where(hit, own, math.inf)
+    far = F.pad(far, (reach, reach, reach, reach), value=math.inf)
+    # ahead[d - 1]: every depth pushed back by d gaps, for the side points d pixels away
+    ahead = [far * (1.0 + d * PINHOLE_DEPTH_GAP) for d in range(1, reach + 1)]
 
-    def at(dy: int, dx: int) -> Tensor:  # ahead of the pixel (y + dy, x + dx), for every (y, x)
-        return ahead[..., r + dy : r + dy + h, r + dx : r + dx + w]
+    def at(d: int, dy: int, dx: int) -> Tensor:  # pixel (y + d dy, x + d dx)'s pushed-back depth
+        return ahead[d - 1][..., reach + d * dy : reach + d * dy + h, reach + d * dx : reach + d * dx + w]
 
     pin = torch.zeros_like(hit)
     for ay, ax in _AXES:
-        before, after = at(-ay, -ax), at(ay, ax)
-        for d in range(2, r + 1):  # wider footprints: the nearest over the whole side
-            before, after = torch.minimum(before, at(-d * ay, -d * ax)), torch.minimum(after, at(d * ay, d * ax))
+        before, after = at(1, -ay, -ax), at(1, ay, ax)
+        for d in range(2, reach + 1):  # the nearest (after push-back) over the whole side
+            before, after = torch.minimum(before, at(d, -ay, -ax)), torch.minimum(after, at(d, ay, ax))
         pin.logical_or_((before < own).logical_and_(after < own))
     return pin
 
@@ -190,8 +194,8 @@ def splat_hard(
     whatever the thread schedule. Not differentiable w.r.t. geometry (use :func:`splat_soft`);
     gradients reach ``colors`` and the rendered depth's ``z``. With ``footprint=k > 1`` every point
     also covers the empty pixels of its ``k x k`` neighbourhood (at a 1% depth handicap) and the
-    pinholes in it (pixels whose own point is more than 10% behind nearer points on both sides
-    along a row, column or diagonal), so
+    pinholes in it (pixels whose own point lies clearly behind nearer points on both sides along a
+    row, column or diagonal: :func:`_pinholes`), so
     surfaces seen at a slant or magnified do not break into pinholes through which the background
     or nothing shows; a pixel that received a point otherwise keeps it, so the source camera gives
     the source exactly. ``footprint=1`` is exact nearest-pixel splatting.

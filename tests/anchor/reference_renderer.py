@@ -12,8 +12,8 @@ are gone. It depends on torch and kornia only, never on ``recapture``, so later 
 package cannot change the reference. Do not edit it, except to fix a divergence from 75345d5.
 
 One intended change since 75345d5 (2026-12-07): the hard footprint no longer lets a neighbour's copy
-replace a point that landed in its own pixel, except in a pinhole (own point more than
-``PINHOLE_DEPTH_GAP`` behind nearer points on both sides). Before, a slanted floor shifted by a row
+replace a point that landed in its own pixel, except in a pinhole (own point behind clearly
+nearer points on both sides within twice the footprint radius). Before, a slanted floor shifted by a row
 wherever adjacent rows differed in depth by more than 1%, so even the source camera did not give
 the source (17% of the pixels of the 256x384 example clip). :func:`_pinholes` states that rule
 here by explicit offsets over a padded grid, independently of the package's implementation.
@@ -33,7 +33,7 @@ from torch import Tensor
 
 NEAR_FRACTION = 1e-5  # points nearer than this fraction of the largest source depth are dropped
 FOOTPRINT_DEPTH_BIAS = 0.01  # hard footprint copies are pushed back by this relative depth
-PINHOLE_DEPTH_GAP = 0.10  # a covered pixel this far behind nearer points on both sides is a pinhole
+PINHOLE_DEPTH_GAP = 0.10  # per pixel of distance: how much nearer a side point must be to make a pinhole
 MIN_BILINEAR_WEIGHT = 1e-4  # soft: smaller bilinear weights are dropped
 DEPTH_TOL = 0.05  # fusion: relative depth margin of the occlusion test
 
@@ -115,20 +115,23 @@ def _project(points: Tensor, K: Tensor) -> Tensor:
 
 
 def _pinholes(zq: Tensor, hit: Tensor, r: int) -> Tensor:
-    """Quantised depths :math:`(H, W)` -> pixels whose own depth exceeds ``1 + PINHOLE_DEPTH_GAP``
-    times the nearest covered depth on both sides along a row, a column or a diagonal, within
-    ``r`` pixels; compared in float32. Written pixel by pixel: the oracle, not a fast version."""
+    """Quantised depths :math:`(H, W)` -> pixels with, on both sides along a row, a column or a
+    diagonal, a covered pixel ``d <= 2 r`` away whose depth times ``1 + d PINHOLE_DEPTH_GAP`` is
+    below their own; compared in float32. Written pixel by pixel: the oracle, not a fast version."""
     h, w = zq.shape
     own = zq.float()
-    ahead = torch.where(hit, own * (1.0 + PINHOLE_DEPTH_GAP), math.inf)
+    far = torch.where(hit, own, math.inf)
     pin = torch.zeros(h, w, dtype=torch.bool)
     for y in range(h):
         for x in range(w):
             for dy, dx in ((0, 1), (1, 0), (1, 1), (1, -1)):
                 sides = []
                 for sign in (-1, 1):
-                    cells = [(y + sign * d * dy, x + sign * d * dx) for d in range(1, r + 1)]
-                    vals = [float(ahead[j, i]) for j, i in cells if 0 <= j < h and 0 <= i < w]
+                    vals = [
+                        float(far[y + sign * d * dy, x + sign * d * dx] * (1.0 + d * PINHOLE_DEPTH_GAP))
+                        for d in range(1, 2 * r + 1)
+                        if 0 <= y + sign * d * dy < h and 0 <= x + sign * d * dx < w
+                    ]
                     sides.append(min(vals, default=math.inf))
                 if sides[0] < float(own[y, x]) and sides[1] < float(own[y, x]):
                     pin[y, x] = True

@@ -162,6 +162,26 @@ def test_footprint_covers_background_seen_through_pinholes(footprint: int) -> No
     assert bool((thick.frames[0, 2][~square] == 1).all())  # the rest is the far plane
 
 
+def test_footprint_closes_cracks_two_pixels_wide() -> None:
+    """Dolly in to a third of a small near square's depth: its points land 3 px apart (rows 3, 6, 9,
+    12; columns 11, 14, 17, 20) with cracks 2 px wide, full of far-plane points. Footprint 3 covers
+    every crack pixel inside the square's hull with the square (a side point 2 px away counts); outside
+    the hull it takes only pixels no point landed in (the far plane has its own empty cracks)."""
+    frames = torch.zeros(1, 3, H, W)
+    frames[:, 2] = 1.0  # far plane: blue
+    depth = torch.full((1, 1, H, W), 10.0)
+    frames[..., 6:10, 14:18] = torch.tensor([1.0, 0.0, 0.0])[:, None, None]  # near square: red
+    depth[..., 6:10, 14:18] = 2.0
+    out = render_anchor(frames, depth, intrinsics(), translation(tz=4.0 / 3.0), splat=SplatSettings(footprint=3))
+    hull = torch.zeros(H, W, dtype=torch.bool)
+    hull[3:13, 11:21] = True
+    thin = render_anchor(frames, depth, intrinsics(), translation(tz=4.0 / 3.0), splat=SplatSettings(footprint=1))
+    assert int((thin.frames[0, 0] == 1).sum()) == 16  # the 16 square points alone
+    red = (out.frames[0, 0] == 1) & (out.frames[0, 2] == 0)
+    assert bool(red[hull].all())
+    assert bool((thin.mask[0, 0][red & ~hull] == 0).all()) and bool(out.mask.all())
+
+
 def test_mask_erode_widens_the_uncovered_strip() -> None:
     frames = torch.rand(1, 3, H, W) + 0.1
     depth = torch.full((1, 1, H, W), 5.0)
