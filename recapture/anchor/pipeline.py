@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["AnchorConfig", "AnchorResult", "build_anchor", "preflight_message", "write_anchor_outputs"]
 
-CACHE_VERSION = "anchor-v2"  # bump when rendering changes so stale entries are not reused
+CACHE_VERSION = "anchor-v3"  # bump when rendering changes so stale entries are not reused
 
 
 @dataclass
