@@ -110,6 +110,9 @@ def test_the_example_truth_matches_the_source_and_the_anchor() -> None:
     assert not torch.equal(truth[-1], video.frames[-1])  # the camera moved
     # the orbit starts at the source camera: frame 0 of the (footprint-1) anchor is the truth exactly
     assert dm.anchor.footprint == 1 and torch.equal(anchor.frames[0], truth[0])
+    dm.anchor.footprint, dm.anchor_result = 3, None  # the demo's setting keeps every visible point too
+    assert torch.equal(dm.build_anchor().anchor.frames[0], truth[0])
+    dm.anchor.footprint, dm.anchor_result = 1, None
     # later frames: the anchor agrees with the truth at its own cameras clearly better than with
     # cameras 10% nearer or farther along the path (what is left is resampling of fine textures)
     def agreement(scale: float) -> float:
