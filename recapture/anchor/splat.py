@@ -195,10 +195,10 @@ def splat_hard(
     gradients reach ``colors`` and the rendered depth's ``z``. With ``footprint=k > 1`` every point
     also covers the empty pixels of its ``k x k`` neighbourhood (at a 1% depth handicap) and the
     pinholes in it (pixels whose own point lies clearly behind nearer points on both sides along a
-    row, column or diagonal: :func:`_pinholes`), so
-    surfaces seen at a slant or magnified do not break into pinholes through which the background
-    or nothing shows; a pixel that received a point otherwise keeps it, so the source camera gives
-    the source exactly. ``footprint=1`` is exact nearest-pixel splatting.
+    row, column or diagonal: :func:`_pinholes`), so surfaces seen at a slant or magnified do not
+    break into pinholes through which the background or nothing shows; a pixel that received a
+    point otherwise keeps it, so the source camera gives the source exactly. ``footprint=1`` is
+    exact nearest-pixel splatting.
 
     Args:
         points: target-camera points ``(N, 3)``, or ``(B, N, 3)`` for B clouds.
