@@ -25,12 +25,56 @@ from recapture.utils import RecaptureError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SHIPPED_MODELS", "hub_offline", "looks_like_hub_id", "resolve_model", "shipped_model"]
+__all__ = ["SHIPPED_MODELS", "hub_offline", "looks_like_hub_id", "resolve_model", "shipped_model", "weights_fingerprint"]
 
 # models that ship inside the package (name -> folder under recapture/assets), loadable by name
 SHIPPED_MODELS: dict[str, str] = {"recapture-tiny": "recapture-tiny"}
 ASSETS = Path(__file__).parent / "assets"
 _SHIPPED_CHECKED = ("unet/", "vae/", "image_encoder/", "scheduler/", "feature_extractor/", "model_index.json")
+
+
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".json")
+_HEX = frozenset("0123456789abcdef")
+
+
+def _blob_digest(path: Path) -> str | None:
+    """The sha256 a Hugging Face cache already names a file by (its blob's name), or None.
+
+    Snapshot files are symlinks to ``blobs/<sha256>`` for LFS files (weights); small git files are
+    named by a 40-hex git hash instead, which identifies them as well.
+    """
+    if not path.is_symlink():
+        return None
+    target = path.resolve()
+    name = target.name
+    if target.parent.name == "blobs" and len(name) in (40, 64) and set(name) <= _HEX:
+        return name
+    return None
+
+
+def weights_fingerprint(folder: Path) -> str:
+    """A short hash of the weights and configs in a model folder: different weights, different hash.
+
+    Used where results are reused by settings (``recapture benchmark``'s scene JSONs): swapping a
+    prior's weights under the same name or path must not reuse scenes scored with the old ones.
+    Files in the Hugging Face cache are identified by their blob names (no reading); other files
+    by their bytes (full-size SVD in fp16: ~4 GB, a few seconds to read).
+
+    Args:
+        folder: a resolved model directory (``save_pretrained`` layout).
+
+    Returns:
+        16 hex characters.
+    """
+    from recapture.checksums import sha256_file
+    from recapture.utils import hash_inputs
+
+    folder = Path(folder)
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name.endswith(_WEIGHT_SUFFIXES))
+    if not files:
+        raise RecaptureError(f"{folder} holds no weights or config files to fingerprint")
+    table = {p.relative_to(folder).as_posix(): _blob_digest(p) or sha256_file(p) for p in files}
+    return hash_inputs(table)
 
 
 def hub_offline() -> bool:

@@ -92,10 +92,14 @@ class LightningSceneRunner:
         trainer_class: the trainer class to build per scene.
         settings: the benchmark settings (depth source, seed).
         group: W&B group of the per-scene runs.
+        weights: fingerprint of the SVD weights (:func:`recapture.hub.weights_fingerprint`), part of
+            the settings key; None for the tiny random set (its seed is in ``model:``).
     """
 
-    def __init__(self, parser: Any, config: Any, trainer_class: type, settings: BenchmarkSettings, group: str) -> None:
+    def __init__(self, parser: Any, config: Any, trainer_class: type, settings: BenchmarkSettings, group: str,
+                 weights: str | None = None) -> None:
         self.parser = parser
+        self.weights = weights
         self.config = config
         self.trainer_class = trainer_class
         self.settings = settings
@@ -106,14 +110,18 @@ class LightningSceneRunner:
         self._sweep_noted = False
 
     def settings_key(self) -> Any:
-        """``model:``, ``data:`` (minus folders and progress switches) and the trainer's numerics."""
+        """``model:``, ``data:`` (minus folders and progress switches), the trainer's numerics and the
+        SVD weights' fingerprint (a prior retrained under the same name or path scores anew)."""
         d = self.config.clone().as_dict()
         data = dict(d.get("data") or {})
         for k in ("latent_cache_dir", "output_dir"):
             data.pop(k, None)
         data["anchor"] = {k: v for k, v in (data.get("anchor") or {}).items() if k not in ("cache_dir", "progress")}
         trainer = {k: (d.get("trainer") or {}).get(k) for k in _TRAINER_KEYS}
-        return {"model": d.get("model"), "data": data, "trainer": trainer}
+        key = {"model": d.get("model"), "data": data, "trainer": trainer}
+        if self.weights is not None:
+            key["weights"] = self.weights
+        return key
 
     # ------------------------------------------------------------------ loggers
     def make_loggers(self, name: str, job_type: str, summary: bool = False) -> list[Any]:
@@ -318,14 +326,28 @@ def save_config(parser: Any, config: Any, path: Path) -> Path:
     return path
 
 
-def _resolve_scene_models(parser: Any, config: Any, settings: BenchmarkSettings) -> None:
-    """Find the SVD weights (and the depth model when ``depth_source: model``) every scene will need."""
-    from recapture.training.cli import resolve_models
+def _resolve_scene_models(parser: Any, config: Any, settings: BenchmarkSettings) -> str | None:
+    """Find the SVD weights (and the depth model when ``depth_source: model``) every scene will need.
+
+    Returns:
+        the SVD weights' fingerprint (:func:`~recapture.hub.weights_fingerprint`), None for the tiny
+        random set.
+    """
+    from recapture.adaptation import resolve_components
+    from recapture.hub import weights_fingerprint
 
     init = parser.instantiate_classes(config.clone())
-    resolve_models(init.model, None)
     if settings.depth_source == "model":
         init.data.depth.resolve_weights()
+    components = init.model.components_config
+    if components.tiny:
+        return None
+    folder = resolve_components(components)
+    t0 = time.perf_counter()
+    fingerprint = weights_fingerprint(folder)
+    log.info("SVD weights %s: fingerprint %s (%.1f s), part of the settings key", folder, fingerprint,
+             time.perf_counter() - t0)
+    return fingerprint
 
 
 def run_benchmark(trainer: Any, settings: BenchmarkSettings) -> dict[str, Any] | None:
@@ -349,10 +371,10 @@ def run_benchmark(trainer: Any, settings: BenchmarkSettings) -> dict[str, Any] |
             "recapture.benchmark.sweep.run_sweep(settings, runner) with your own SceneRunner"
         )
     parser, config = source.parser, source.config
-    _resolve_scene_models(parser, config, settings)  # before any scene: a missing model stops at once
+    weights = _resolve_scene_models(parser, config, settings)  # before any scene: a missing model stops at once
     dist = dist_info()
     group = settings.wandb_group or Path(settings.output).name
-    runner = LightningSceneRunner(parser, config, type(trainer), settings, group)
+    runner = LightningSceneRunner(parser, config, type(trainer), settings, group, weights)
     if dist.rank == 0 and not settings.aggregate_only:
         save_config(parser, config, output_dir(settings) / "config.yaml")
     device = torch.device("cpu") if isinstance(trainer.accelerator, CPUAccelerator) else None

@@ -25,6 +25,7 @@ from recapture.benchmark.sweep import (
     resolve_scene_ids,
     run_sweep,
     sample_trajectory,
+    settings_key,
 )
 from recapture.data.kubric import load_scene, make_eval_sample, write_kubric_mini
 from recapture.data.kubric.protocol import ProtocolSettings
@@ -482,3 +483,51 @@ def test_sweep_run_id_never_leaves_the_output_folder(run_id: str, tmp_path: Path
     with pytest.raises(RecaptureError, match="WANDB_RUN_ID"):
         output_dir(settings, env)
     assert output_dir(settings, {"WANDB_SWEEP_ID": "s1", "WANDB_RUN_ID": "ab12cd34"}) == tmp_path / "out" / "ab12cd34"
+
+
+def _retrained_copy(tmp_path: Path) -> Path:
+    """A copy of the shipped prior whose VAE has one weight changed (a retrained prior, same name)."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from recapture.hub import ASSETS
+
+    copy = tmp_path / "my-prior"
+    shutil.copytree(ASSETS / "recapture-tiny", copy)
+    path = copy / "vae" / "diffusion_pytorch_model.safetensors"
+    weights = load_file(path)
+    name = sorted(weights)[0]
+    weights[name] = weights[name].clone()
+    weights[name].view(-1)[0] += 1.0
+    save_file(weights, path, metadata={"format": "pt"})
+    return copy
+
+
+def test_the_settings_key_changes_with_the_prior_weights(captured: dict, tmp_path: Path) -> None:
+    """Scenes scored with one prior are not reused for another under the same path or config."""
+    from recapture.cli import cli_main
+    from recapture.training.scene_runner import LightningSceneRunner, _resolve_scene_models
+
+    def key(*overrides: str) -> str:
+        cli_main(["benchmark", "--config", str(PRIOR_CONFIG), *overrides])
+        source, settings = captured["trainer"].benchmark_source, captured["settings"]
+        weights = _resolve_scene_models(source.parser, source.config, settings)
+        runner = LightningSceneRunner(source.parser, source.config, type(captured["trainer"]), settings, "g", weights)
+        return settings_key(settings, runner.settings_key())
+
+    copy = _retrained_copy(tmp_path)
+    shipped, retrained = key(), key("--model.components.pretrained", str(copy))
+    assert shipped != retrained
+    import shutil
+
+    from recapture.hub import ASSETS
+
+    for part in ("vae", "unet"):  # the same folder with the shipped weights again: the shipped key
+        shutil.copyfile(ASSETS / "recapture-tiny" / part / "diffusion_pytorch_model.safetensors",
+                        copy / part / "diffusion_pytorch_model.safetensors")
+    assert key("--model.components.pretrained", str(copy)) != retrained
+    # and the tiny random set has no weights to hash: its seed is in model:
+    cli_main(["benchmark", "--config", str(MINI_CONFIG)])
+    assert _resolve_scene_models(captured["trainer"].benchmark_source.parser,
+                                 captured["trainer"].benchmark_source.config, captured["settings"]) is None
