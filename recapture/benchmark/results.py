@@ -55,11 +55,12 @@ METHODS: dict[str, str] = {
     "inpaint": "Anchor + OpenCV Telea inpainting (baseline)",
     "prior": "Prior sampled without fine-tuning (baseline)",
     "temporal": "+ temporal LoRA with mask (temporal-only fine-tuning)",
-    "generated": "++ spatial LoRA (both LoRAs, before SDEdit)",
+    "generated": "ReCapture before SDEdit (both LoRAs, generated)",
     "recapture": "ReCapture (refined)",
     "target": "Ground-truth novel view (reference: its flickering)",
 }
-ABLATION_LABELS = {"recapture": "+++ SDEdit = ReCapture (refined)"}
+ABLATION_LABELS = {"generated": "++ spatial LoRA (both LoRAs, before SDEdit)",
+                   "recapture": "+++ SDEdit = ReCapture (refined)"}
 METRICS = ("psnr", "ssim", "lpips", "psnr_occ", "ssim_occ", "lpips_occ", "psnr_vis", "ssim_vis", "lpips_vis",
            "flicker")
 TABLE_METRICS = ("psnr", "ssim", "lpips", "psnr_occ", "ssim_occ", "lpips_occ", "flicker")
@@ -127,17 +128,18 @@ def score_sample(
 ) -> dict[str, dict[str, float | None]]:
     """Scores of ReCapture (and of the input/anchor baselines and ablation rows) against ``sample.target_video``.
 
-    The ablation rows are scored when ``output.ablation`` holds them (``kubric.ablation: true``):
-    ``inpaint``, ``prior``, ``temporal``, plus ``generated`` (the video before SDEdit) and ``target``
-    (the ground truth itself, for its flickering).
+    ``generated`` (the video before SDEdit) is scored whenever the run kept it, so every benchmark
+    shows what the refinement adds. The ablation rows are scored when ``output.ablation`` holds them
+    (``kubric.ablation: true``): ``inpaint``, ``prior``, ``temporal``, and ``target`` (the ground
+    truth itself, for its flickering).
     """
     videos = {"recapture": output.refined}
     if baselines:
         videos = {"input": sample.input_video, "anchor": output.anchor, **videos}
+    if output.generated is not None:
+        videos["generated"] = output.generated
     if output.ablation:
         videos.update(output.ablation)
-        if output.generated is not None:
-            videos["generated"] = output.generated
         videos["target"] = sample.target_video
     videos = {m: videos[m] for m in METHODS if m in videos}
     return {m: score_video(v, sample.target_video, sample.occluded_mask, lpips) for m, v in videos.items()}

@@ -381,6 +381,11 @@ def test_benchmark_command_in_process(mini_root: Path, tmp_path: Path, monkeypat
     record = json.loads((out / "scenes" / "scn02900.json").read_text())
     assert record["info"]["global_step"] == 2 and record["info"]["depth_source"] == "gt"
     assert summary["eval"]["eval/psnr"] == pytest.approx(record["metrics"]["recapture"]["psnr"])
+    # the video before SDEdit is scored in every benchmark (not only the ablation), as its own row
+    assert set(record["metrics"]) == {"input", "anchor", "generated", "recapture"}
+    assert record["metrics"]["generated"]["psnr"] != record["metrics"]["recapture"]["psnr"]
+    table = (out / "results.md").read_text()
+    assert "| ReCapture before SDEdit (both LoRAs, generated) |" in table and "++ spatial" not in table
     for name in ("anchor.mp4", "generated.mp4", "refined.mp4", "eval.mp4", "report.json"):
         assert (out / "runs" / "scn02900" / name).is_file(), name
     assert (out / "config.yaml").is_file() and not list(out.rglob("*.partial*"))
@@ -470,6 +475,7 @@ def test_benchmark_ablation_rows(mini_root: Path, tmp_path: Path, monkeypatch: p
     assert not (temporal / "temporal" / "refined.mp4").exists()  # the temporal-only fit is not refined
     table = (out / "results.md").read_text()
     assert "+ temporal LoRA with mask" in table and "+++ SDEdit" in table and "Flicker" in table
+    assert "| ++ spatial LoRA (both LoRAs, before SDEdit) |" in table
     assert cli.trainer.command_result["means"]["temporal"]["psnr"]["n"] == 1
 
 

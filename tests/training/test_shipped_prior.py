@@ -90,30 +90,43 @@ def test_the_vae_keeps_colour() -> None:
         assert chroma_r2(reconstruct(parts.vae, clip[None]), clip[None]) > 0.3
 
 
-@pytest.mark.slow  # one held-out kubric-mini scene through the whole method with the prior: ~35 s
-def test_the_method_with_the_prior_fills_the_anchors_holes_on_a_held_out_scene(tmp_path: Path,
+@pytest.mark.slow  # one held-out kubric-mini scene through the whole method with the prior: ~45 s
+def test_the_method_with_the_prior_beats_the_anchor_on_a_held_out_scene(tmp_path: Path,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    """Fine-tuned and refined with the shipped prior, the video fills the anchor's holes far better than
-    the anchor (black there) and stays within 3 dB of it over all pixels.
+    """Fine-tuned with the shipped prior, the generated video is closer to the exact novel view than the
+    anchor over all pixels (the issue's test), and the refined one too; in the anchor's holes both are
+    far better than the anchor (black there).
 
-    Over all pixels the exact anchor can score higher: this scene's holes are 8% of the pixels and
-    the anchor's visible pixels are exact since the footprint fix of 2026-12-07, while the tiny prior
-    regenerates them soft (the 400-step benchmark: refined 16.93 dB against the anchor's 17.91, 19.57
-    against 4.62 in the holes; 8-scene means in the README: refined 17.64, anchor 15.63)."""
+    The scene is scn02903 of the Table 3 benchmark (held-out seed 100003): its move uncovers a third of
+    the view (anchor coverage 60%), the case the method is for. On a scene whose holes are a few
+    percent of the pixels the exact anchor can score higher over all pixels, since its visible pixels
+    are exact and the tiny prior regenerates them soft: scn02900 (8% holes) at 100 steps gives
+    generated 17.48 dB against the anchor's 17.91 (README: 8-scene means at 400 steps, generated
+    18.93, refined 17.64, anchor 15.63; generated above the anchor in 8 of 8 scenes)."""
+    import yaml
+
     from recapture.cli import cli_main
+    from recapture.data.kubric import write_kubric_mini
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("WANDB_MODE", "offline")
     torch.set_num_threads(min(2, torch.get_num_threads()))
-    out = tmp_path / "bench"
-    cli_main(["benchmark", "--config", str(REPO / "configs" / "benchmarks" / "kubric_mini_prior.yaml"),
-              "--kubric.root", str(tmp_path / "kubric-mini"), "--kubric.output", str(out),
-              "--kubric.max_scenes", "1", "--kubric.ablation", "false", "--trainer.max_steps", "100",
+    config = REPO / "configs" / "benchmarks" / "kubric_mini_prior.yaml"
+    mini = yaml.safe_load(config.read_text())["kubric"]["mini"]  # the benchmark's own scenes, scene 3 only
+    root, out = tmp_path / "kubric-mini", tmp_path / "bench"
+    write_kubric_mini(root, mini["num_scenes"], mini["num_frames"], tuple(mini["size"]), mini["seed"],
+                      supersample=mini["supersample"], only=[3])
+    cli_main(["benchmark", "--config", str(config), "--kubric.root", str(root), "--kubric.output", str(out),
+              "--kubric.scenes", "scn02903", "--kubric.ablation", "false", "--trainer.max_steps", "100",
               "--data.latent_cache_dir", str(tmp_path / "latents"), "--data.anchor.cache_dir", str(tmp_path / "anchors")])
-    scene = next((out / "scenes").glob("*.json"))
-    rows = json.loads(scene.read_text())["metrics"]
-    # PSNR against the scene's exact ground-truth novel view (all pixels and the anchor's holes)
+    record = json.loads((out / "scenes" / "scn02903.json").read_text())
+    rows = record["metrics"]
+    assert 0.5 < record["anchor_coverage"] < 0.7, record["anchor_coverage"]
+    # PSNR against the scene's exact ground-truth novel view, all pixels (measured at 100 steps:
+    # generated 19.53, refined 18.07, anchor 12.91) and the anchor's holes (18.73 / 17.66 / 4.19)
+    assert rows["generated"]["psnr"] > rows["anchor"]["psnr"] + 3.0, rows
+    assert rows["recapture"]["psnr"] > rows["anchor"]["psnr"] + 3.0, rows
+    assert rows["generated"]["psnr_occ"] > rows["anchor"]["psnr_occ"] + 10.0, rows
     assert rows["recapture"]["psnr_occ"] > rows["anchor"]["psnr_occ"] + 10.0, rows
-    assert rows["recapture"]["psnr"] > rows["anchor"]["psnr"] - 3.0, rows
-    run = out / "runs" / scene.stem
+    run = out / "runs" / "scn02903"
     assert (run / "generated.mp4").is_file() and (run / "refined.mp4").is_file()
