@@ -3,6 +3,7 @@
     python benchmarks/sampling_speed.py                      # CUDA: full-size SVD, 14x576x1024 and 14x256x384
     python benchmarks/sampling_speed.py --offload off on     # with and without model CPU offload
     python benchmarks/sampling_speed.py --tiny               # the tiny model (default on CPU)
+    python benchmarks/sampling_speed.py --sizes 14x256x384 --steps 5 --profile 12   # where the time goes
 
 On CUDA the full-size SVD architecture (UNet 1.5 B parameters with the img2vid-xt config, the
 temporal-decoder VAE, CLIP ViT-H/14) is built with random weights, so no download is needed; speed
@@ -132,6 +133,8 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--tiny", action="store_true", help="the tiny random model (always on CPU)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--profile", type=int, default=0, metavar="ROWS",
+                        help="also profile one call at the last size (torch.profiler) and print its top ROWS ops")
     args = parser.parse_args(argv)
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -187,9 +190,33 @@ def main(argv: list[str] | None = None) -> str:
                 row = "OOM | - | - | -"
             lines.append(f"| {'x'.join(map(str, size))} | {offload} | {row} |")
             print(lines[-1], file=sys.stderr, flush=True)
+    if args.profile:
+        lines += ["", *profile_rows(components, sizes[-1], config, args.profile, device)]
     table = "\n".join(lines)
     print(table)
     return table
+
+
+def profile_rows(components: SVDComponents, size: tuple[int, int, int], config: SamplingConfig, rows: int,
+                 device: torch.device) -> list[str]:
+    """The top ``rows`` ops by self time of one ``generate`` call (after the timed ones), as Markdown."""
+    from torch.profiler import ProfilerActivity, profile
+
+    t, h, w = size
+    image = torch.rand(3, h, w, generator=torch.Generator().manual_seed(0))
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        out = generate(components, image, t, config, adapters=None, progress=False)
+    events = sorted(prof.key_averages(), key=lambda e: e.self_device_time_total if device.type == "cuda"
+                    else e.self_cpu_time_total, reverse=True)
+    total = sum((e.self_device_time_total if device.type == "cuda" else e.self_cpu_time_total) for e in events)
+    timings = ", ".join(f"{k} {v:.2f}" for k, v in out.timings.items() if k.endswith("_s"))
+    lines = [f"Profile of one call at {'x'.join(map(str, size))} ({config.num_inference_steps} steps; {timings}):",
+             "", "| op | self time (ms) | share | calls |", "|---|---:|---:|---:|"]
+    for e in events[:rows]:
+        self_us = e.self_device_time_total if device.type == "cuda" else e.self_cpu_time_total
+        lines.append(f"| `{e.key}` | {self_us / 1e3:.0f} | {100 * self_us / max(total, 1):.1f}% | {e.count} |")
+    return lines
 
 
 if __name__ == "__main__":
