@@ -72,6 +72,67 @@ class _StepDataset(Dataset):
         }
 
 
+class _StepSampler(torch.utils.data.Sampler[int]):
+    """Indices ``0..n-1`` of an epoch, starting at ``start`` once (a resumed epoch); counts what it handed out."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.start = 0  # where the next epoch begins (set by a resume, then back to 0)
+        self.position = 0  # indices handed out in the current epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):  # noqa: ANN204
+        start, self.start = self.start, 0
+        self.position = start
+        for index in range(start, self.n):
+            self.position = index + 1
+            yield index
+
+
+class _StepLoader(DataLoader):
+    """The training loader, resumable: a checkpoint records how far the epoch got, a resume continues there.
+
+    Lightning saves :meth:`state_dict` in its checkpoints and calls :meth:`load_state_dict` on resume
+    (a loader without them restarts the epoch, so a resumed run would see other batches than an
+    uninterrupted one). Items are drawn from seeds of their index, so the same index is the same batch.
+    """
+
+    def __init__(self, dataset: _StepDataset, **kwargs: Any) -> None:
+        # Lightning re-creates the loader with every DataLoader argument when it injects a distributed
+        # sampler (several devices): then the epoch position is that sampler's, and not resumable here.
+        sampler = kwargs.pop("sampler", None) or _StepSampler(len(dataset))
+        self.steps = sampler if isinstance(sampler, _StepSampler) else None
+        # the loader's own seed (unused: no workers) from a private generator, see __iter__
+        settings: dict[str, Any] = {"batch_size": 1, "collate_fn": _collate, "num_workers": 0,
+                                    "generator": torch.Generator()}
+        settings.update(kwargs)
+        super().__init__(dataset, sampler=sampler, **settings)
+
+    def __iter__(self):  # noqa: ANN204
+        if self.steps is None or self.steps.start == 0:
+            # The draw a stock DataLoader makes from the global RNG at each epoch start, made here only
+            # when an epoch starts at its beginning: an uninterrupted run's noise stream is the one
+            # earlier versions drew, and a run resumed mid-epoch (its RNG state restored from the
+            # checkpoint) makes no draw the uninterrupted run did not make.
+            torch.empty((), dtype=torch.int64).random_()
+        return super().__iter__()
+
+    def state_dict(self) -> dict[str, int]:
+        return {} if self.steps is None else {"position": self.steps.position, "length": self.steps.n}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        if self.steps is None or not state:
+            return
+        if state.get("length") != self.steps.n:
+            log.warning("the checkpoint's epoch had %s steps, this run's %d (data.steps_per_epoch changed): the "
+                        "resumed epoch starts at its beginning", state.get("length"), self.steps.n)
+            return
+        position = int(state.get("position", 0))
+        self.steps.start = position if 0 <= position < self.steps.n else 0  # a finished epoch: the next one
+
+
 def _collate(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     out = {}
     for key in items[0]:
@@ -323,8 +384,7 @@ class ReCaptureDataModule(LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         if self.tensors is None:
             raise RuntimeError("ReCaptureDataModule.setup('fit') must run before train_dataloader()")
-        dataset = _StepDataset(self.tensors, self.steps_per_epoch, self.spatial_batch_size, self.seed)
-        return DataLoader(dataset, batch_size=1, shuffle=False, collate_fn=_collate, num_workers=0)
+        return _StepLoader(_StepDataset(self.tensors, self.steps_per_epoch, self.spatial_batch_size, self.seed))
 
 
 @dataclass

@@ -44,6 +44,8 @@ from recapture.utils import RecaptureError, hash_inputs
 
 log = logging.getLogger(__name__)
 
+RNG_KEY = "recapture_rng_states"  # in checkpoints: the RNG states of the next step (exact resumption)
+
 
 
 @dataclass
@@ -235,6 +237,29 @@ class ReCaptureModule(LightningModule):
     # ------------------------------------------------------------------ checkpoints: LoRA only
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if "lora_" in k}
+        checkpoint[RNG_KEY] = self._rng_states()
+
+    def _rng_states(self) -> dict[str, Any]:
+        """The random states the next training steps draw their noise from (global torch RNG, this device's CUDA one)."""
+        cuda = self.device.type == "cuda"
+        return {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(self.device) if cuda else None,
+                "world_size": self.trainer.world_size if self._trainer is not None else 1}
+
+    def _restore_rng(self, states: dict[str, Any] | None) -> None:
+        """Set the RNG states a checkpoint saved, so a resumed run draws the noise an uninterrupted run draws
+        (the data loader makes the rest of the draws match; see ``recapture.training.datamodule._StepLoader``)."""
+        if states is None:
+            return
+        trainer = self._trainer
+        world = trainer.world_size if trainer is not None else 1
+        if states.get("world_size", 1) != 1 or world != 1:
+            log.info("resumed on %d device(s) from a checkpoint of %s: the noise continues from fresh RNG states "
+                     "(exact resumption is for single-device runs)", world, states.get("world_size"))
+            return
+        torch.set_rng_state(states["torch"])
+        device = trainer.strategy.root_device if trainer is not None else self.device
+        if states.get("cuda") is not None and device.type == "cuda":
+            torch.cuda.set_rng_state(states["cuda"], device)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         missing = [k for k in self.unet.state_dict() if "lora_" in k and f"unet.{k}" not in checkpoint["state_dict"]]
@@ -253,6 +278,7 @@ class ReCaptureModule(LightningModule):
                 f"{saved}, here {here}): it was saved with another model.lora.rank or model.components; resume "
                 "with the config of the run that wrote it (its config.yaml)"
             )
+        self._restore_rng(checkpoint.get(RNG_KEY))
 
 
 MICRO_CONDITIONING = tuple(f.name for f in fields(MicroConditioning))  # fps, motion_bucket_id, noise_aug_strength

@@ -277,3 +277,39 @@ def test_console_fit_has_no_lightning_tips_or_eval_mode_warning(tmp_path: Path) 
     out = proc.stdout + proc.stderr
     assert "litlogger" not in out and "in eval mode at the start of training" not in out
     assert "step 2/2 (100%)" in out  # the run itself still reports
+
+
+@pytest.mark.parametrize("steps_per_epoch", [
+    50,  # stopped mid-epoch
+    pytest.param(3, marks=pytest.mark.slow),  # stopped at an epoch's end
+    pytest.param(2, marks=pytest.mark.slow),  # stopped mid-epoch after an epoch boundary, another one ahead
+])
+def test_resuming_gives_the_lora_an_uninterrupted_run_gives(tmp_path: Path, steps_per_epoch: int) -> None:
+    """Stopped at step 3 and resumed to 6: bit for bit the LoRA weights of 6 steps in one go.
+
+    The batch of each step (a resumable loader: the epoch continues where it stopped) and the noise
+    (the RNG state saved in the checkpoint, restored before the first resumed step) are those of the
+    uninterrupted run, and Lightning does not warn that the loader is not resumable.
+    """
+    import warnings
+
+    from safetensors.torch import load_file
+
+    every = ["--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
+             "--trainer.callbacks.every_n_train_steps", "3", "--model.sampling.num_inference_steps", "1",
+             "--model.refine.num_inference_steps", "1", "--data.steps_per_epoch", str(steps_per_epoch)]
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    cli_main([*_fast_args(tmp_path, "fit", *every, "--trainer.max_steps", "6"), "--trainer.default_root_dir", str(straight)])
+    cli_main([*_fast_args(tmp_path, "fit", *every, "--trainer.max_steps", "3"), "--trainer.default_root_dir", str(stopped)])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cli = cli_main([*_fast_args(tmp_path, "fit", *every, "--trainer.max_steps", "6"),
+                        "--trainer.default_root_dir", str(stopped),
+                        "--ckpt_path", str(stopped / "checkpoints" / "last.ckpt")])
+    assert cli.trainer.global_step == 6
+    assert not [w for w in caught if "not resumable" in str(w.message)]
+    for kind in ("spatial", "temporal"):
+        a = load_file(straight / "lora" / kind / "pytorch_lora_weights.safetensors")
+        b = load_file(stopped / "lora" / kind / "pytorch_lora_weights.safetensors")
+        assert a.keys() == b.keys()
+        assert all(torch.equal(a[k], b[k]) for k in a), kind

@@ -77,3 +77,52 @@ def test_sampling_conditions_the_unet_as_training_did(caplog) -> None:  # noqa: 
                                  refine=RefineConfig())
     assert module.sampling.motion_bucket_id == 200 and module.sampling.fps == 12  # explicit choice kept
     assert "model.sampling.motion_bucket_id=200 differs from model.objective.motion_bucket_id=60" in caplog.text
+
+
+def test_checkpoint_restores_the_rng_of_the_next_step() -> None:
+    """The RNG state at save time comes back on load (the noise of the resumed steps), not the state at load time."""
+    module = ReCaptureModule(components=ComponentsConfig(pretrained=None, variant=None, tiny=True))
+    module.load_parts()
+    checkpoint = {"state_dict": module.state_dict()}
+    torch.manual_seed(123)
+    module.on_save_checkpoint(checkpoint)
+    expected = torch.rand(4)
+    torch.manual_seed(999)  # a fresh process seeds itself before restoring
+    module.on_load_checkpoint(checkpoint)
+    assert torch.equal(torch.rand(4), expected)
+
+
+def test_training_loader_resumes_mid_epoch_and_accepts_a_distributed_sampler() -> None:
+    from lightning.pytorch.utilities.data import _update_dataloader
+    from torch.utils.data import DistributedSampler
+
+    from recapture.training.datamodule import _StepDataset, _StepLoader
+
+    class Items(_StepDataset):
+        def __init__(self) -> None:
+            self.length = 6
+
+        def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+            return {"spatial_index": torch.tensor([index])}
+
+    def epoch(loader: _StepLoader) -> list[int]:
+        return [int(b["spatial_index"]) for b in loader]
+
+    loader = _StepLoader(Items())
+    assert epoch(loader) == list(range(6)) and loader.state_dict() == {"position": 6, "length": 6}
+    for position, first in ((4, [4, 5]), (6, list(range(6))), (0, list(range(6)))):  # 6: a finished epoch
+        loader.load_state_dict({"position": position, "length": 6})
+        assert epoch(loader) == first, position
+        assert epoch(loader) == list(range(6))  # the epoch after starts at 0
+    loader.load_state_dict({"position": 4, "length": 50})  # data.steps_per_epoch changed: from the start
+    assert epoch(loader) == list(range(6))
+    # several devices: Lightning re-creates the loader around a distributed sampler (must not fail)
+    shard = _update_dataloader(loader, DistributedSampler(loader.dataset, num_replicas=2, rank=1, shuffle=False))
+    assert isinstance(shard, _StepLoader) and epoch(shard) == [1, 3, 5] and shard.state_dict() == {}
+    # the stock loader's one global-RNG draw per epoch is kept (the noise stream of earlier versions)
+    torch.manual_seed(0)
+    epoch(loader)
+    after_ours = torch.rand(1)
+    torch.manual_seed(0)
+    list(torch.utils.data.DataLoader(loader.dataset, batch_size=1, collate_fn=lambda b: b))
+    assert torch.equal(torch.rand(1), after_ours)
