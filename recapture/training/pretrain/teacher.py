@@ -120,14 +120,16 @@ def distillation_loss(vae: nn.Module, teacher: PlainAutoencoder, frames: torch.T
         latent_weight: weight of the encoder's regression.
 
     Returns:
-        :class:`Distillation` (``decoded`` in [-1, 1]).
+        :class:`Distillation` (``decoded`` in [-1, 1]); only ``loss`` carries gradients, the parts are
+        detached for logging (as :class:`~recapture.adaptation.prior.VAELoss`).
     """
     with torch.no_grad():
         target = teacher.encoder(frames)
     decoded = vae.decode(target.to(frames.dtype), num_frames=num_frames).sample
     reconstruction = (decoded.float() - frames.float()).abs().mean()
     latent = (vae.encode(frames).latent_dist.mean.float() - target.float()).square().mean()
-    return Distillation(reconstruction + latent_weight * latent, reconstruction, latent, decoded)
+    return Distillation(reconstruction + latent_weight * latent, reconstruction.detach(), latent.detach(),
+                        decoded.detach())
 
 
 def run_teacher(teacher: PlainAutoencoder, batches: Iterable[torch.Tensor], steps: int) -> float:
