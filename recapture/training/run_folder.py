@@ -23,7 +23,7 @@ import socket
 import sys
 import time
 import zipfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -210,10 +210,10 @@ class RunLock:
 
     held: dict[Path, RunLock] = {}
 
-    def __init__(self, root: str | os.PathLike, created_root: bool = False) -> None:
+    def __init__(self, root: str | os.PathLike, created: Sequence[Path] = ()) -> None:
         self.root = Path(root)
         self.path = self.root / LOCK_NAME
-        self.created_root = created_root
+        self.created = tuple(created)  # folders this run creates (the run folder, then its new parents)
         self.token = f"{os.getpid()}-{time.time_ns()}"
 
     def acquire(self) -> RunLock:
@@ -289,7 +289,7 @@ class RunLock:
         )
 
     def release(self) -> None:
-        """Remove the lock (if it is still ours), and the run folder if this run created it and left it empty."""
+        """Remove the lock (if it is still ours), and the run folder and the parents this run created, if empty."""
         RunLock.held.pop(self.path, None)
         try:
             owner = json.loads(self.path.read_text())
@@ -298,11 +298,11 @@ class RunLock:
         if isinstance(owner, dict) and owner.get("token") == self.token:
             with _suppress_missing():
                 self.path.unlink()
-        if self.created_root:
+        for folder in self.created:  # deepest first: a failed first run leaves no empty runs/
             try:
-                self.root.rmdir()  # only if empty
+                folder.rmdir()  # only if empty
             except OSError:
-                pass
+                break
 
 
 def _describe(owner: dict[str, Any] | None) -> str:
@@ -324,9 +324,12 @@ class _suppress_missing:
 
 def lock_run_folder(root: str | os.PathLike) -> RunLock:
     """Check ``root`` (:func:`check_run_folder`) and lock it for this process."""
-    created = not Path(root).exists()
+    created, folder = [], Path(root).absolute()
+    while not folder.exists() and folder != folder.parent:
+        created.append(folder)
+        folder = folder.parent
     check_run_folder(root)
-    return RunLock(root, created_root=created).acquire()
+    return RunLock(root, created=created).acquire()
 
 
 def release_all() -> None:

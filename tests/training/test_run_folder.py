@@ -146,6 +146,13 @@ def test_failed_fit_releases_the_lock(tmp_path: Path, monkeypatch: pytest.Monkey
     assert seen == [True]
     assert not (tmp_path / "run").exists()  # released, and the empty folder this run created is gone
     assert not RunLock.held
+    # a run folder under new parents (runs/orbit, the configs' layout): none of them is left behind,
+    # and a parent that was there before stays
+    (tmp_path / "kept").mkdir()
+    with pytest.raises(RecaptureError, match="simulated"):
+        cli_main(_args(tmp_path, root=tmp_path / "kept" / "runs" / "a" / "orbit"))
+    assert (tmp_path / "kept").is_dir() and not list((tmp_path / "kept").iterdir())
+    assert not RunLock.held
 
 
 # ------------------------------------------------------------------------------------------- reruns
