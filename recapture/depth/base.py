@@ -12,6 +12,7 @@ import logging
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 import torch
@@ -172,11 +173,14 @@ class DepthSource(ABC):
             a :class:`DepthEstimator` mapping frames ``(T, 3, H, W)`` to planar depth ``(T, 1, H, W)``.
         """
 
-    def resolve_weights(self) -> None:
+    def resolve_weights(self) -> Path | None:
         """Find the weights :meth:`build` will load (local directory, hub cache or a download now).
 
         Called before any heavy work, so that a missing model stops the run at once with one line
         naming it; backends without weights do nothing.
+
+        Returns:
+            the folder of the weights (``recapture benchmark`` fingerprints it), None without weights.
         """
         return None
 

@@ -133,9 +133,9 @@ class TransformersDepthSource(DepthSource):
         """The :class:`TransformersDepth` (the model loads at its first call; ``fov_deg`` is unused)."""
         return TransformersDepth(self, device=device)
 
-    def resolve_weights(self) -> None:
+    def resolve_weights(self) -> Path:
         """Find :attr:`model` (local directory, hub cache or a download now); see :func:`resolve_depth_model`."""
-        resolve_depth_model(self.model)
+        return resolve_depth_model(self.model)
 
 
 class TransformersDepth:

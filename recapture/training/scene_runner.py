@@ -92,12 +92,13 @@ class LightningSceneRunner:
         trainer_class: the trainer class to build per scene.
         settings: the benchmark settings (depth source, seed).
         group: W&B group of the per-scene runs.
-        weights: fingerprint of the SVD weights (:func:`recapture.hub.weights_fingerprint`), part of
-            the settings key; None for the tiny random set (its seed is in ``model:``).
+        weights: fingerprints of the SVD weights and the depth model
+            (:func:`recapture.hub.weights_fingerprint`), part of the settings key; None for the tiny
+            random set with ground-truth depth.
     """
 
     def __init__(self, parser: Any, config: Any, trainer_class: type, settings: BenchmarkSettings, group: str,
-                 weights: str | None = None) -> None:
+                 weights: dict[str, str] | None = None) -> None:
         self.parser = parser
         self.weights = weights
         self.config = config
@@ -111,7 +112,7 @@ class LightningSceneRunner:
 
     def settings_key(self) -> Any:
         """``model:``, ``data:`` (minus folders and progress switches), the trainer's numerics and the
-        SVD weights' fingerprint (a prior retrained under the same name or path scores anew)."""
+        weights' fingerprints (a prior retrained under the same name or path scores anew)."""
         d = self.config.clone().as_dict()
         data = dict(d.get("data") or {})
         for k in ("latent_cache_dir", "output_dir"):
@@ -326,28 +327,31 @@ def save_config(parser: Any, config: Any, path: Path) -> Path:
     return path
 
 
-def _resolve_scene_models(parser: Any, config: Any, settings: BenchmarkSettings) -> str | None:
+def _resolve_scene_models(parser: Any, config: Any, settings: BenchmarkSettings) -> dict[str, str] | None:
     """Find the SVD weights (and the depth model when ``depth_source: model``) every scene will need.
 
     Returns:
-        the SVD weights' fingerprint (:func:`~recapture.hub.weights_fingerprint`), None for the tiny
-        random set.
+        the fingerprints (:func:`~recapture.hub.weights_fingerprint`) of the SVD weights (``svd``;
+        not for the tiny random set, whose seed is in ``model:``) and of the depth model (``depth``),
+        None when there are neither.
     """
     from recapture.adaptation import resolve_components
     from recapture.hub import weights_fingerprint
 
     init = parser.instantiate_classes(config.clone())
-    if settings.depth_source == "model":
-        init.data.depth.resolve_weights()
+    folders: dict[str, Path] = {}
+    if settings.depth_source == "model" and (depth := init.data.depth.resolve_weights()) is not None:
+        folders["depth"] = depth
     components = init.model.components_config
-    if components.tiny:
+    if not components.tiny:
+        folders["svd"] = resolve_components(components)
+    if not folders:
         return None
-    folder = resolve_components(components)
     t0 = time.perf_counter()
-    fingerprint = weights_fingerprint(folder)
-    log.info("SVD weights %s: fingerprint %s (%.1f s), part of the settings key", folder, fingerprint,
-             time.perf_counter() - t0)
-    return fingerprint
+    fingerprints = {name: weights_fingerprint(folder) for name, folder in folders.items()}
+    log.info("model weights fingerprinted in %.1f s (part of the settings key): %s", time.perf_counter() - t0,
+             ", ".join(f"{name} {folders[name]} {fp}" for name, fp in fingerprints.items()))
+    return fingerprints
 
 
 def run_benchmark(trainer: Any, settings: BenchmarkSettings) -> dict[str, Any] | None:

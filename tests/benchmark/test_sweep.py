@@ -533,7 +533,21 @@ def test_the_settings_key_changes_with_the_prior_weights(captured: dict, tmp_pat
         shutil.copyfile(ASSETS / "recapture-tiny" / part / "diffusion_pytorch_model.safetensors",
                         copy / part / "diffusion_pytorch_model.safetensors")
     assert key("--model.components.pretrained", str(copy)) != retrained
-    # and the tiny random set has no weights to hash: its seed is in model:
+    # the tiny random set has no weights to hash (its seed is in model:), ground-truth depth neither
     cli_main(["benchmark", "--config", str(MINI_CONFIG)])
     assert _resolve_scene_models(captured["trainer"].benchmark_source.parser,
                                  captured["trainer"].benchmark_source.config, captured["settings"]) is None
+    # a depth model is fingerprinted too (depth_source: model): other weights under the same path, another key
+    depth = tmp_path / "depth-model"
+    depth.mkdir()
+    (depth / "config.json").write_text("{}")
+
+    def depth_key(weights: bytes) -> dict:
+        (depth / "model.safetensors").write_bytes(weights)
+        cli_main(["benchmark", "--config", str(MINI_CONFIG), "--kubric.depth_source", "model",
+                  "--data.depth", "TransformersDepthSource", "--data.depth.model", str(depth)])
+        source = captured["trainer"].benchmark_source
+        return _resolve_scene_models(source.parser, source.config, captured["settings"])
+
+    first, second = depth_key(b"\x00" * 8), depth_key(b"\x01" * 8)
+    assert set(first) == {"depth"} and first != second
