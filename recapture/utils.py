@@ -383,5 +383,25 @@ class OneLineParserErrors:
         sys.stderr.write(f"{prog}: error: {lines[0]}\n")
         for line in lines[1:]:
             sys.stderr.write(f"  {line}\n")
+        for line in _did_you_mean(lines[0], parser):
+            sys.stderr.write(f"  {line}\n")
         sys.stderr.write(f"(`{prog} --help` lists every option)\n")
         parser.exit(2)
+
+
+def _did_you_mean(message: str, parser: Any) -> list[str]:
+    """``did you mean --trainer.max_steps?`` for each unknown option of ``message`` close to a real one."""
+    import difflib
+    import re
+
+    if message.startswith("unrecognized arguments:"):
+        unknown, dash = re.findall(r"(?<!\S)--([\w.\-]+)", message), "--"
+    else:  # a config file's key: "... does not accept option 'trainer.max_stepz'"
+        unknown, dash = re.findall(r"does not accept option '([\w.\-]+)'", message), ""
+    known = sorted({o[2:] for a in getattr(parser, "_actions", []) for o in a.option_strings if o.startswith("--")})
+    hints = []
+    for key in unknown:
+        match = difflib.get_close_matches(key, known, n=1, cutoff=0.8)
+        if match:
+            hints.append(f"did you mean {dash}{match[0]}?  (for {dash}{key})")
+    return hints

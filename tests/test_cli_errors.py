@@ -46,8 +46,9 @@ def test_a_wrong_type_names_the_key_and_the_value(capsys: pytest.CaptureFixture[
 def test_pretrain_errors_are_short_too(capsys: pytest.CaptureFixture[str]) -> None:
     lines = _error_lines(capsys, ["pretrain", "--config", "configs/pretrain/recapture-tiny-vae.yaml",
                                   "--trainer.max_step", "3"])
-    assert lines[0] == "recapture pretrain: error: unrecognized arguments: --trainer.max_step 3", lines
-    assert len(lines) == 2
+    assert lines == ["recapture pretrain: error: unrecognized arguments: --trainer.max_step 3",
+                     "  did you mean --trainer.max_steps?  (for --trainer.max_step)",
+                     "(`recapture pretrain --help` lists every option)"], lines
 
 
 def test_help_still_prints_the_usage(capsys: pytest.CaptureFixture[str]) -> None:
@@ -82,3 +83,40 @@ def test_fit_help_leads_with_the_options_people_change(capsys: pytest.CaptureFix
     size_help = " ".join(out[out.index("  --data.size SIZE"):].split("\n  --")[0].split())
     for words in ("scaled without distortion", "centre-cropped", "(or padded", "enlarged, with a warning"):
         assert words in size_help, words
+
+
+@pytest.mark.parametrize(
+    ("args", "hint"),
+    [
+        (["fit", "--config", "configs/demo.yaml", "--trainer.max_stepz", "3"],
+         "did you mean --trainer.max_steps?  (for --trainer.max_stepz)"),
+        (["fit", "--config", "configs/demo.yaml", "--data.num_frame", "3"],
+         "did you mean --data.num_frames?  (for --data.num_frame)"),
+        (["fit", "--config", "configs/demo.yaml", "--data.bogus", "3"], None),  # nothing close: no guess
+    ],
+)
+def test_a_mistyped_option_gets_the_closest_real_one(capsys: pytest.CaptureFixture[str], args: list[str],
+                                                     hint: str | None) -> None:
+    lines = _error_lines(capsys, args)
+    hints = [line.strip() for line in lines if "did you mean" in line]
+    assert hints == ([hint] if hint else []), lines
+
+
+def test_a_mistyped_config_key_gets_the_closest_real_one(capsys: pytest.CaptureFixture[str], tmp_path) -> None:  # noqa: ANN001
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("data:\n  num_framez: 5\n")
+    lines = _error_lines(capsys, ["fit", "--config", "configs/demo.yaml", "--config", str(typo)])
+    assert "did you mean data.num_frames?  (for data.num_framez)" in [line.strip() for line in lines], lines
+
+
+def test_an_invalid_lora_rank_stops_before_any_work(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    from recapture.utils import RecaptureError
+
+    with pytest.raises(RecaptureError, match=r"model.lora.rank=0 must be an integer >= 1"):
+        cli_main(["fit", "--config", str(repo / "configs" / "demo.yaml"), "--model.lora.rank", "0"])
+    assert not list(tmp_path.iterdir())  # no anchor rendered, no run folder, no W&B run

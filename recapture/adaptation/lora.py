@@ -105,6 +105,15 @@ class LoRAConfig:
     temporal_targets: Literal["linear", "attention", "self_attention"] = "linear"
     convolutions: bool = False
 
+    def validate(self, section: str = "model.lora") -> None:
+        """Raise :class:`RecaptureError` naming the bad value (called before any work is done)."""
+        if isinstance(self.rank, bool) or not isinstance(self.rank, int) or self.rank < 1:
+            raise RecaptureError(f"{section}.rank={self.rank!r} must be an integer >= 1 (the paper: 16)")
+        if self.alpha is not None and not self.alpha > 0:
+            raise RecaptureError(f"{section}.alpha={self.alpha!r} must be > 0, or null for alpha = rank")
+        if not 0.0 <= self.dropout < 1.0:
+            raise RecaptureError(f"{section}.dropout={self.dropout!r} must be in [0, 1)")
+
 
 def lora_target_modules(unet: nn.Module, name: str, config: LoRAConfig | None = None) -> list[str]:
     """Names of the ``nn.Linear`` modules the adapter ``name`` wraps (for inspection and tests).
@@ -144,8 +153,7 @@ def _pattern(name: str, config: LoRAConfig) -> str:
 def _peft_config(name: str, config: LoRAConfig):  # noqa: ANN202 - peft imported lazily
     from peft import LoraConfig
 
-    if config.rank < 1:
-        raise RecaptureError(f"LoRA rank must be >= 1, got {config.rank}")
+    config.validate("lora")
     return LoraConfig(
         r=config.rank,
         lora_alpha=config.rank if config.alpha is None else config.alpha,

@@ -115,6 +115,7 @@ class ReCaptureModule(LightningModule):
         super().__init__()
         self.components_config = replace(components)
         self.lora = replace(lora)
+        self.lora.validate()  # before the anchor is rendered: a bad value costs no work
         self.objective = replace(objective)
         self.schedule = replace(schedule)
         self.schedule.kind(0)  # validate early
