@@ -109,14 +109,27 @@ def test_a_mistyped_config_key_gets_the_closest_real_one(capsys: pytest.CaptureF
     assert "did you mean data.num_frames?  (for data.num_framez)" in [line.strip() for line in lines], lines
 
 
-def test_an_invalid_lora_rank_stops_before_any_work(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("model.lora.rank", "0", r"model.lora.rank=0 must be an integer >= 1"),
+        ("model.lora.dropout", "1.0", r"model.lora.dropout=1.0 must be in \[0, 1\)"),
+        ("model.objective.p_std", "-1", r"model.objective.p_std=-1.0 must be > 0"),
+        ("model.objective.conditioning_dropout", "2", r"model.objective.conditioning_dropout=2.0 must be in \[0, 1\]"),
+        # an epoch of 0 steps trained nothing, then generated and reported as if it had
+        ("data.steps_per_epoch", "0", r"data.steps_per_epoch must be >= 1"),
+    ],
+)
+def test_an_invalid_setting_stops_before_any_work(tmp_path, monkeypatch: pytest.MonkeyPatch, option: str,  # noqa: ANN001
+                                                  value: str, message: str) -> None:
+    """These values used to fail after the anchor was rendered (or not at all)."""
     from pathlib import Path
+
+    from recapture.utils import RecaptureError
 
     repo = Path(__file__).resolve().parents[1]
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("WANDB_MODE", "offline")
-    from recapture.utils import RecaptureError
-
-    with pytest.raises(RecaptureError, match=r"model.lora.rank=0 must be an integer >= 1"):
-        cli_main(["fit", "--config", str(repo / "configs" / "demo.yaml"), "--model.lora.rank", "0"])
+    with pytest.raises(RecaptureError, match=message):
+        cli_main(["fit", "--config", str(repo / "configs" / "demo.yaml"), f"--{option}", value])
     assert not list(tmp_path.iterdir())  # no anchor rendered, no run folder, no W&B run

@@ -198,6 +198,9 @@ class ReCaptureDataModule(LightningDataModule):
             raise RecaptureError(f"data.num_frames must be >= 1, got {num_frames}")
         if spatial_batch_size < 1:
             raise RecaptureError(f"data.spatial_batch_size must be >= 1, got {spatial_batch_size}")
+        if steps_per_epoch < 1:
+            raise RecaptureError(f"data.steps_per_epoch must be >= 1 (training steps drawn per epoch), got "
+                                 f"{steps_per_epoch}; the step count is trainer.max_steps")
         try:
             _check_size(size, resize, 64)
         except RecaptureError as err:

@@ -117,6 +117,7 @@ class ReCaptureModule(LightningModule):
         self.lora = replace(lora)
         self.lora.validate()  # before the anchor is rendered: a bad value costs no work
         self.objective = replace(objective)
+        self.objective.validate()
         self.schedule = replace(schedule)
         self.schedule.kind(0)  # validate early
         self.gradient_checkpointing = gradient_checkpointing
