@@ -116,14 +116,14 @@ class EDMConfig(MicroConditioning):
     mask_threshold: float = 1.0
 
     def validate(self, section: str = "model.objective") -> None:
-        """Raise :class:`RecaptureError` naming the bad value (called before any work is done)."""
+        """Raise :class:`RecaptureError` naming the bad value (called before any work is done); the
+        micro-conditioning (fps, noise_aug_strength) is :class:`MicroConditioning`'s check."""
         super().validate()
         checks = (
             ("p_mean", math.isfinite(self.p_mean), "a finite number (SVD: 0.7)"),
             ("p_std", math.isfinite(self.p_std) and self.p_std > 0, "> 0 (SVD: 1.6)"),
             ("conditioning_dropout", 0.0 <= self.conditioning_dropout <= 1.0, "in [0, 1]"),
             ("mask_threshold", 0.0 < self.mask_threshold <= 1.0, "in (0, 1]"),
-            ("noise_aug_strength", self.noise_aug_strength >= 0, ">= 0 (SVD: 0.02)"),
         )
         for name, ok, rule in checks:
             if not ok:

@@ -47,7 +47,6 @@ log = logging.getLogger(__name__)
 RNG_KEY = "recapture_rng_states"  # in checkpoints: the RNG states of the next step (exact resumption)
 
 
-
 @dataclass
 class StepSchedule:
     """How temporal and spatial steps alternate.
