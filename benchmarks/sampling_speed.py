@@ -4,6 +4,7 @@
     python benchmarks/sampling_speed.py --offload off on     # with and without model CPU offload
     python benchmarks/sampling_speed.py --tiny               # the tiny model (default on CPU)
     python benchmarks/sampling_speed.py --sizes 14x256x384 --steps 5 --profile 12   # where the time goes
+    python benchmarks/sampling_speed.py --paths stock fast   # the sampler's fast path against the stock one
 
 On CUDA the full-size SVD architecture (UNet 1.5 B parameters with the img2vid-xt config, the
 temporal-decoder VAE, CLIP ViT-H/14) is built with random weights, so no download is needed; speed
@@ -12,11 +13,18 @@ active, as in generation. Each row is the median of ``--repeats`` calls after on
 "peak" is ``torch.cuda.max_memory_allocated`` during the call (weights included). With offload the
 models start on the CPU and the time includes moving each of them to the GPU once.
 On CPU the tiny random model runs (the full-size one takes minutes per step there).
+
+``--paths``: ``fast`` is ``generate`` as it runs (LoRAs merged into float32 weights for the call,
+temporal convolutions through oneDNN on the CPU); ``stock`` turns both off, i.e. every LoRA branch
+and PyTorch's own convolution choice, as before they existed. The LoRA ``B`` matrices get small
+random values (as after training, instead of PEFT's zeros), so the "max |diff|" column (largest
+frame difference against the stock path's video, frames in [0, 1]) measures a real merge.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import os
 import platform
@@ -33,7 +41,7 @@ from recapture.adaptation import (
     build_tiny_components,
     svd_scheduler,
 )
-from recapture.sampling import SamplingConfig, generate
+from recapture.sampling import SamplingConfig, generate, session
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -83,10 +91,24 @@ def place(components: SVDComponents, device: torch.device) -> None:
         module.to(device)
 
 
+@contextlib.contextmanager
+def sampler_path(path: str):
+    """``fast``: the sampler as it is; ``stock``: without its oneDNN temporal convolutions (merge off via config)."""
+    if path == "fast":
+        yield
+        return
+    real = session.onednn_temporal_convolutions
+    session.onednn_temporal_convolutions = lambda *modules: contextlib.nullcontext(0)
+    try:
+        yield
+    finally:
+        session.onednn_temporal_convolutions = real
+
+
 def run(
     components: SVDComponents, size: tuple[int, int, int], config: SamplingConfig, repeats: int
-) -> tuple[float, float, float, float | None]:
-    """Median (total s, s per step, decode s) and the largest peak memory in GiB (None on CPU)."""
+) -> tuple[float, float, float, float | None, torch.Tensor]:
+    """Median (total s, s per step, decode s), the largest peak memory in GiB (None on CPU), the last frames."""
     t, h, w = size
     image = torch.rand(3, h, w, generator=torch.Generator().manual_seed(0))
     warm = SamplingConfig(**{**vars(config), "num_inference_steps": 2})
@@ -98,6 +120,7 @@ def run(
         statistics.median(o.timings["s_per_step"] for o in outs),
         statistics.median(o.timings["decode_s"] for o in outs),
         max(peaks) / 2**30 if peaks else None,
+        outs[-1].frames,
     )
 
 
@@ -130,8 +153,14 @@ def main(argv: list[str] | None = None) -> str:
     )
     parser.add_argument("--forward-chunking", action="store_true")
     parser.add_argument("--lora-rank", type=int, default=16, help="0: no LoRA adapters")
+    parser.add_argument("--paths", nargs="+", choices=["stock", "fast"], default=["fast"],
+                        help="sampler paths to time (see the module docstring); the diff column needs stock first")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--tiny", action="store_true", help="the tiny random model (always on CPU)")
+    parser.add_argument("--components", default=None, metavar="SOURCE",
+                        help="load a saved set instead (a folder, a hub id, or recapture-tiny: the shipped prior)")
+    parser.add_argument("--lora-convolutions", action="store_true",
+                        help="adapt the ResNet convolutions too (LoRAConfig.convolutions, as configs/demo.yaml)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--profile", type=int, default=0, metavar="ROWS",
                         help="also profile one call at the last size (torch.profiler) and print its top ROWS ops")
@@ -149,47 +178,66 @@ def main(argv: list[str] | None = None) -> str:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    components = build_tiny_components(0) if tiny else full_size_components(device, dtype)
+    if args.components:
+        from recapture.adaptation import ComponentsConfig, load_components
+
+        components = load_components(ComponentsConfig(pretrained=args.components, variant=None), device)
+        tiny = False
+    else:
+        components = build_tiny_components(0) if tiny else full_size_components(device, dtype)
     place(components, device)
     for module in (components.unet, components.vae, components.image_encoder):
         if module.dtype != dtype:
             module.to(dtype)
     if args.lora_rank > 0:
-        add_recapture_adapters(components.unet, LoRAConfig(rank=args.lora_rank))
+        add_recapture_adapters(components.unet, LoRAConfig(rank=args.lora_rank, convolutions=args.lora_convolutions))
+        lora_init = torch.Generator().manual_seed(1)
+        with torch.no_grad():
+            for name, param in components.unet.named_parameters():
+                if "lora_B" in name:  # as after training (PEFT starts B at zero: the merge would add nothing)
+                    param.copy_(0.02 * torch.randn(param.shape, generator=lora_init).to(param))
     params = sum(p.numel() for p in components.unet.parameters()) / 1e6
 
     lines = [
         f"Sampling speed: `{' '.join(['python', 'benchmarks/sampling_speed.py', *(argv if argv is not None else sys.argv[1:])])}`",
         "",
-        f"Machine: {machine_line(device)}. Model: {'tiny random' if tiny else 'full-size SVD, random weights'} "
-        f"(UNet {params:.1f} M parameters incl. LoRA rank {args.lora_rank}), {str(dtype).removeprefix('torch.')}, "
+        f"Machine: {machine_line(device)}. Model: "
+        f"{args.components or ('tiny random' if tiny else 'full-size SVD, random weights')} "
+        f"(UNet {params:.1f} M parameters incl. LoRA rank {args.lora_rank}{' with convolutions' if args.lora_convolutions else ''}), {str(dtype).removeprefix('torch.')}, "
         f"{args.steps} Euler steps, guidance {args.min_guidance}->{args.max_guidance}"
         f"{' (CFG)' if args.max_guidance > 1 else ''}, decode chunk {args.decode_chunk_size}.",
         "",
-        "| frames x H x W | offload | s / video | s / step | decode s | peak GiB |",
-        "|---|---|---:|---:|---:|---:|",
+        "| frames x H x W | offload | path | s / video | s / step | decode s | peak GiB | max \\|diff\\| vs stock |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
     ]
     for size in sizes:
         for offload in offloads:
             place(components, torch.device("cpu") if offload == "on" and cuda else device)
-            config = SamplingConfig(
-                num_inference_steps=args.steps,
-                min_guidance_scale=args.min_guidance,
-                max_guidance_scale=args.max_guidance,
-                decode_chunk_size=args.decode_chunk_size,
-                cpu_offload=offload == "on",
-                forward_chunking=args.forward_chunking,
-            )
-            try:
-                total, per_step, decode, peak = run(components, size, config, args.repeats)
-                row = (
-                    f"{total:.2f} | {per_step:.3f} | {decode:.2f} | {'-' if peak is None else f'{peak:.1f}'}"
+            stock_frames = None
+            for path in args.paths:
+                config = SamplingConfig(
+                    num_inference_steps=args.steps,
+                    min_guidance_scale=args.min_guidance,
+                    max_guidance_scale=args.max_guidance,
+                    decode_chunk_size=args.decode_chunk_size,
+                    cpu_offload=offload == "on",
+                    forward_chunking=args.forward_chunking,
+                    merge_lora=path == "fast",
                 )
-            except torch.cuda.OutOfMemoryError:
-                torch.cuda.empty_cache()
-                row = "OOM | - | - | -"
-            lines.append(f"| {'x'.join(map(str, size))} | {offload} | {row} |")
-            print(lines[-1], file=sys.stderr, flush=True)
+                try:
+                    with sampler_path(path):
+                        total, per_step, decode, peak, frames = run(components, size, config, args.repeats)
+                    stock_frames = frames if path == "stock" else stock_frames
+                    diff = "-" if stock_frames is None or path == "stock" else f"{(frames - stock_frames).abs().max().item():.1e}"
+                    row = (
+                        f"{total:.2f} | {per_step:.3f} | {decode:.2f} | {'-' if peak is None else f'{peak:.1f}'} "
+                        f"| {diff}"
+                    )
+                except torch.cuda.OutOfMemoryError:
+                    torch.cuda.empty_cache()
+                    row = "OOM | - | - | - | -"
+                lines.append(f"| {'x'.join(map(str, size))} | {offload} | {path} | {row} |")
+                print(lines[-1], file=sys.stderr, flush=True)
     if args.profile:
         lines += ["", *profile_rows(components, sizes[-1], config, args.profile, device)]
     table = "\n".join(lines)

@@ -16,7 +16,12 @@ from recapture.sampling.loop import (
     strength_sigmas,
 )
 from recapture.sampling.sampler import generate, sdedit_refine
-from recapture.sampling.session import sampling_session, use_adapters
+from recapture.sampling.session import (
+    merged_lora,
+    onednn_temporal_convolutions,
+    sampling_session,
+    use_adapters,
+)
 
 __all__ = [
     "Conditioning",
@@ -30,7 +35,9 @@ __all__ = [
     "fresh_scheduler",
     "generate",
     "guidance_ramp",
+    "merged_lora",
     "noise_to_step",
+    "onednn_temporal_convolutions",
     "sampling_session",
     "sdedit_refine",
     "partial_scheduler",

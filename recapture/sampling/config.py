@@ -31,6 +31,9 @@ class DenoiseConfig(MicroConditioning):
         cpu_offload: keep only the running model on the GPU (accelerate hooks); ignored on CPU.
         forward_chunking: run the UNet feed-forward layers one frame at a time (less activation
             memory, a little slower).
+        merge_lora: fold the active LoRAs into float32 base weights for the call (one matmul per
+            adapted layer instead of three; restored bit for bit afterwards). Same video to float32
+            rounding; half-precision weights are never merged. False runs the LoRA branches as trained.
     """
 
     num_inference_steps: int = 25
@@ -40,6 +43,7 @@ class DenoiseConfig(MicroConditioning):
     decode_chunk_size: int = 8
     cpu_offload: bool = False
     forward_chunking: bool = False
+    merge_lora: bool = True
 
     def __post_init__(self) -> None:
         self.validate()

@@ -134,7 +134,9 @@ def _sample(
     factor = vae_factor(components.vae)
     steps = config.num_inference_steps
     start = time.perf_counter()
-    with sampling_session(components, adapters, config.cpu_offload, config.forward_chunking) as device:
+    with sampling_session(
+        components, adapters, config.cpu_offload, config.forward_chunking, config.merge_lora
+    ) as device:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         dtype = components.unet.dtype
