@@ -368,6 +368,7 @@ def edm_loss(
     config: EDMConfig | None = None,
     generator: torch.Generator | None = None,
     drop_conditioning: torch.Tensor | None = None,
+    check_mask: bool = True,
 ) -> LossOutput:
     """SVD's EDM denoising loss, optionally masked to the valid latents.
 
@@ -383,6 +384,9 @@ def edm_loss(
         generator: randomness of sigma, noise and conditioning dropout (reproducible losses).
         drop_conditioning: ``(B,)`` bool, which samples lose their conditioning; None draws
             them with probability ``config.conditioning_dropout``.
+        check_mask: raise if ``mask`` has no valid element. Reading that answer waits for the device
+            (a host-device sync per call); a training loop whose masks were checked once when they
+            were encoded (:func:`~recapture.adaptation.encoding.encode_training_tensors`) turns it off.
 
     Returns:
         ``LossOutput(loss, sigma, per_element, dropped)``.
@@ -397,7 +401,7 @@ def edm_loss(
     z0 = latents.float()
     if mask is not None:
         mask = mask.to(device=device, dtype=torch.float32)
-        if mask.device.type != "meta" and not bool(mask.any()):  # meta: FLOP counting, no values
+        if check_mask and mask.device.type != "meta" and not bool(mask.any()):  # meta: FLOP counting
             raise RecaptureError(
                 "the validity mask has no valid latent in this batch; every element would be masked out "
                 "(check the anchor masks or lower EDMConfig.mask_threshold)"

@@ -70,5 +70,7 @@ def step_loss(
     b = latents.shape[0]
     time_ids = objective.time_ids(b).to(latents)  # its MicroConditioning, as sampling's
     drop = torch.rand(b, device=latents.device, generator=generator) < objective.conditioning_dropout
+    # no per-step mask check (a host-device sync): encode_training_tensors refused a mask without a
+    # valid latent, and the temporal batch is that whole mask
     return edm_loss(unet, latents, batch[f"{kind}_cond_latents"], batch[f"{kind}_image_embeds"], time_ids, mask=mask,
-                    config=objective, generator=generator, drop_conditioning=drop)
+                    config=objective, generator=generator, drop_conditioning=drop, check_mask=False)

@@ -387,7 +387,11 @@ class ReCaptureDataModule(LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         if self.tensors is None:
             raise RuntimeError("ReCaptureDataModule.setup('fit') must run before train_dataloader()")
-        return _StepLoader(_StepDataset(self.tensors, self.steps_per_epoch, self.spatial_batch_size, self.seed))
+        # page-locked batches on CUDA: Lightning's copy to the device (non_blocking) then overlaps the step
+        trainer = self.trainer
+        cuda = trainer is not None and trainer.strategy.root_device.type == "cuda"
+        dataset = _StepDataset(self.tensors, self.steps_per_epoch, self.spatial_batch_size, self.seed)
+        return _StepLoader(dataset, pin_memory=cuda)
 
 
 @dataclass

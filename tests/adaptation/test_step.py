@@ -99,3 +99,40 @@ def test_finetune_benchmark_times_the_real_step(kind: str, monkeypatch: pytest.M
     text = bench.main(["--device", "cpu", "--sizes", "2x16x16", "--kinds", kind, "--steps", "1", "--warmup", "0",
                        "--no-flops"])
     assert calls == [kind] and f"| {kind} | 2x16x16 | tiny | fp32 | off |" in text
+
+
+# what makes the host wait for the device (or copies to it): none may run in a training step
+_SYNCS = {"__bool__", "__float__", "__int__", "__index__", "item", "tolist", "nonzero", "cpu", "numpy"}
+
+
+class _SyncRecorder(torch.overrides.TorchFunctionMode):
+    """Records every tensor method or function of :data:`_SYNCS` called inside the block."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+        name = getattr(func, "__name__", str(func))
+        if name in _SYNCS:
+            self.calls.append(name)
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("kind", ["temporal", "spatial"])
+def test_a_training_step_never_waits_for_the_device(tiny, kind) -> None:  # noqa: ANN001
+    """No host-device sync in forward + backward (GPU steps stay queued); the checked mask is the control."""
+    unet = tiny.unet
+    unet.requires_grad_(False)
+    add_recapture_adapters(unet, LoRAConfig(rank=4))
+    unet.enable_gradient_checkpointing()
+    unet.train()
+    set_trainable_adapter(unet, kind)
+    batch = _batch()
+    with _SyncRecorder() as recorder, step_context(unet, kind, skip_compute=True):
+        step_loss(unet, batch, kind, EDMConfig()).loss.backward()
+    assert recorder.calls == []
+    with _SyncRecorder() as control:  # what the per-step mask check used to cost
+        edm_loss(unet, batch["temporal_latents"], batch["temporal_cond_latents"], batch["temporal_image_embeds"],
+                 added_time_ids(7, 127, 0.02, 1), mask=batch["temporal_mask"])
+    assert control.calls == ["__bool__"]

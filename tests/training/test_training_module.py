@@ -126,3 +126,23 @@ def test_training_loader_resumes_mid_epoch_and_accepts_a_distributed_sampler() -
     torch.manual_seed(0)
     list(torch.utils.data.DataLoader(loader.dataset, batch_size=1, collate_fn=lambda b: b))
     assert torch.equal(torch.rand(1), after_ours)
+
+
+@pytest.mark.parametrize("device, pinned", [("cuda", True), ("cpu", False)])
+def test_training_batches_are_page_locked_for_a_cuda_run(tmp_path, device, pinned) -> None:  # noqa: ANN001
+    """Pinned batches make Lightning's non_blocking copy to the GPU asynchronous; on a CPU there is nothing to pin."""
+    from types import SimpleNamespace
+
+    from lightning.pytorch.utilities.data import _update_dataloader
+    from torch.utils.data import DistributedSampler
+
+    from recapture.training.datamodule import ReCaptureDataModule
+
+    data = ReCaptureDataModule(video="example", output_dir=str(tmp_path))
+    data.tensors = SimpleNamespace()  # the loader only holds it until a batch is drawn
+    data.trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device(device)))
+    loader = data.train_dataloader()
+    assert loader.pin_memory is pinned
+    # kept when Lightning re-creates the loader around a distributed sampler (several GPUs)
+    shard = _update_dataloader(loader, DistributedSampler(loader.dataset, num_replicas=2, rank=0, shuffle=False))
+    assert shard.pin_memory is pinned
