@@ -2,6 +2,7 @@
 
     python benchmarks/gpu_check.py                      # 14x256x384, 20 steps, generation + refinement
     python benchmarks/gpu_check.py --size 1024 --steps 400 --out gpu_check.md   # the paper's recipe
+    python benchmarks/gpu_check.py --compile            # the same with model.compile_unet (torch.compile)
 
 No download: the full-size SVD img2vid architecture (1.52 B-parameter UNet, VAE, CLIP ViT-H) and
 Depth Anything V2 Small are built from their published configs with random weights and written in
@@ -50,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", default=None, help="where to write the random weights (default: a temp dir)")
     parser.add_argument("--out", default=None, help="also write the table to this Markdown file")
     parser.add_argument("--allow-cpu", action="store_true", help="run on the CPU (only to test this script)")
+    parser.add_argument("--compile", action="store_true",
+                        help="model.compile_unet true: the first step of each kind compiles (left out of the medians)")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available() and not args.allow_cpu:
         print("gpu_check: no CUDA device visible (torch.cuda.is_available() is False); run it on a GPU machine",
@@ -90,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
             "--trainer.logger", "false",
             "--trainer.default_root_dir", str(run),
         ]
+        if args.compile:
+            common += ["--model.compile_unet", "true"]
         if args.sampling_steps is not None:
             common += ["--model.sampling.num_inference_steps", str(args.sampling_steps),
                        "--model.refine.num_inference_steps", str(args.sampling_steps)]
@@ -111,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         f"`python benchmarks/gpu_check.py {' '.join(argv if argv is not None else sys.argv[1:])}` - {device}, "
         f"torch {torch.__version__}, {datetime.date.today().isoformat()}; clip {args.frames}x{height}x{args.size}, "
-        f"{args.steps} steps, full-size random weights (fp16 files, bf16-mixed), gradient checkpointing on",
+        f"{args.steps} steps, full-size random weights (fp16 files, bf16-mixed), gradient checkpointing on"
+        f"{', UNet compiled (torch.compile, inductor)' if args.compile else ''}",
         "",
         "| stage | value |",
         "| --- | ---: |",

@@ -74,6 +74,22 @@ class StepSchedule:
         return first if step % (self.temporal + self.spatial) < n_first else second  # type: ignore[return-value]
 
 
+def _check_compile_backend(name: str) -> str:
+    """``name`` if ``torch.compile`` knows it, else a :class:`RecaptureError` naming the known ones."""
+    import difflib
+
+    import torch._dynamo
+
+    if name not in set(torch._dynamo.list_backends(exclude_tags=())) | {"inductor"}:
+        usual = sorted(set(torch._dynamo.list_backends()) | {"inductor", "aot_eager"})
+        close = difflib.get_close_matches(name, usual, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise RecaptureError(
+            f"model.compile_backend={name!r} is not a torch.compile backend{hint}; the usual ones: {', '.join(usual)}"
+        )
+    return name
+
+
 def _default_optimizer(params: Any) -> torch.optim.Optimizer:
     """AdamW at the paper's learning rate (5e-4), no weight decay."""
     return torch.optim.AdamW(params, lr=5e-4, weight_decay=0.0)
@@ -92,6 +108,14 @@ class ReCaptureModule(LightningModule):
             ~30% slower).
         bypass_skip_compute: under the temporal bypass, skip the temporal blocks' compute (same output,
             faster spatial steps).
+        compile_unet: ``torch.compile`` the UNet, in place (``nn.Module.compile``: the module, its
+            parameters and its state-dict keys stay as they are, so LoRA export and checkpoints are
+            unchanged). The first temporal and the first spatial step compile one graph each (no graph
+            breaks, with or without gradient checkpointing and the bypass); generation and refinement
+            compile their own. Meant for GPUs: on a CPU compiling takes minutes
+            (benchmarks/README.md, "Fine-tuning step").
+        compile_backend: the ``torch.compile`` backend (``inductor``; ``aot_eager`` traces the same
+            graphs without generating code, which checks a setup quickly).
         optimizer: optimizer factory (default AdamW, lr 5e-4); set ``class_path``/``init_args`` in YAML.
         lr_scheduler: optional learning-rate scheduler factory.
         sampling: generation settings used after training (both LoRAs).
@@ -106,6 +130,8 @@ class ReCaptureModule(LightningModule):
         schedule: StepSchedule = StepSchedule(),
         gradient_checkpointing: bool = True,
         bypass_skip_compute: bool = True,
+        compile_unet: bool = False,
+        compile_backend: str = "inductor",
         optimizer: OptimizerCallable = _default_optimizer,
         lr_scheduler: LRSchedulerCallable | None = None,
         sampling: SamplingConfig = SamplingConfig(),
@@ -121,6 +147,8 @@ class ReCaptureModule(LightningModule):
         self.schedule.kind(0)  # validate early
         self.gradient_checkpointing = gradient_checkpointing
         self.bypass_skip_compute = bypass_skip_compute
+        self.compile_unet = compile_unet
+        self.compile_backend = _check_compile_backend(compile_backend) if compile_unet else compile_backend
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
         self.sampling = replace(sampling)
@@ -165,6 +193,8 @@ class ReCaptureModule(LightningModule):
         add_recapture_adapters(unet, self.lora)
         if self.gradient_checkpointing:
             unet.enable_gradient_checkpointing()
+        if self.compile_unet:
+            unet.compile(backend=self.compile_backend)  # compiled at its first call, on its device
         self.unet = unet  # the only registered submodule
         # found once: walking the UNet's modules at every step costs milliseconds
         self.adapter_switch = AdapterSwitch(unet)

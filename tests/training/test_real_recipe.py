@@ -75,7 +75,9 @@ class _GradRecorder(Callback):
         self.grads.append(grads)
 
 
-def _lightning_grads(checkpointing: bool, skip_compute: bool, tmp_path: Path) -> list[dict[str, torch.Tensor]]:
+def _lightning_grads(
+    checkpointing: bool, skip_compute: bool, tmp_path: Path, compile_backend: str | None = None, steps: int = 2
+) -> list[dict[str, torch.Tensor]]:
     seed_everything(0, verbose=False)
     module = ReCaptureModule(
         components=ComponentsConfig(pretrained=None, variant=None, tiny=True),
@@ -83,6 +85,8 @@ def _lightning_grads(checkpointing: bool, skip_compute: bool, tmp_path: Path) ->
         schedule=StepSchedule(1, 1),
         gradient_checkpointing=checkpointing,
         bypass_skip_compute=skip_compute,
+        compile_unet=compile_backend is not None,
+        compile_backend=compile_backend or "inductor",
         # lr 0: both runs see the same weights at every step, so their gradients must agree
         optimizer=lambda params: torch.optim.SGD(params, lr=0.0),
     )
@@ -90,7 +94,7 @@ def _lightning_grads(checkpointing: bool, skip_compute: bool, tmp_path: Path) ->
                                latent_cache_dir=None, output_dir=str(tmp_path / f"anchor{checkpointing}{skip_compute}"))
     data.anchor.cache_dir = None
     recorder = _GradRecorder()
-    trainer = Trainer(accelerator="cpu", max_steps=2, logger=False, enable_checkpointing=False,
+    trainer = Trainer(accelerator="cpu", max_steps=steps, logger=False, enable_checkpointing=False,
                       enable_progress_bar=False, enable_model_summary=False, callbacks=[recorder],
                       default_root_dir=str(tmp_path))
     trainer.fit(module, data)
@@ -110,6 +114,35 @@ def test_checkpointed_gradients_equal_plain_ones_through_the_lightning_loop(tmp_
         assert kinds == {"temporal" if step == 0 else "spatial"}, step
         for key in a:
             torch.testing.assert_close(b[key], a[key], rtol=1e-5, atol=1e-7, msg=f"step {step} {key}")
+
+
+@pytest.mark.slow  # ~40 s: dynamo traces the UNet's forward and backward twice
+def test_a_compiled_unet_trains_with_the_eager_gradients_in_two_graphs(tmp_path: Path) -> None:
+    """model.compile_unet: checkpointing and the bypass (hooks, swapped forwards) trace without breaks.
+
+    ``aot_eager`` runs dynamo and AOT autograd (the graphs inductor would compile) without generating
+    code, so the gradients are the eager ones to float rounding.
+    """
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    eager = _lightning_grads(True, True, tmp_path, steps=4)
+    compiled = _lightning_grads(True, True, tmp_path, compile_backend="aot_eager", steps=4)
+    graphs, breaks = counters["stats"]["unique_graphs"], sum(counters["graph_break"].values())
+    torch._dynamo.reset()
+    assert graphs == 2 and breaks == 0, (graphs, dict(counters["graph_break"]))  # temporal, spatial; no recompile
+    assert len(eager) == len(compiled) == 4
+    for step, (a, b) in enumerate(zip(eager, compiled, strict=True)):
+        assert a.keys() == b.keys() and a, step
+        for key in a:
+            torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-6, msg=f"step {step} {key}")
+
+
+def test_an_unknown_compile_backend_is_refused_with_the_closest_name() -> None:
+    with pytest.raises(RecaptureError, match=r"compile_backend='indcutor'.*did you mean 'inductor'"):
+        ReCaptureModule(components=ComponentsConfig(tiny=True), compile_unet=True, compile_backend="indcutor")
 
 
 def test_fp16_vae_is_upcast_for_training_latents_as_at_sampling(one_thread) -> None:
