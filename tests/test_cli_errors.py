@@ -118,6 +118,9 @@ def test_a_mistyped_config_key_gets_the_closest_real_one(capsys: pytest.CaptureF
         ("model.objective.conditioning_dropout", "2", r"model.objective.conditioning_dropout=2.0 must be in \[0, 1\]"),
         # an epoch of 0 steps trained nothing, then generated and reported as if it had
         ("data.steps_per_epoch", "0", r"data.steps_per_epoch must be >= 1"),
+        # a long side below 64 was silently rendered at 64
+        ("data.size", "10", r"size=10 is below the smallest long side, 64 .*use 64 or more, or an exact pair"),
+        ("model.compile_backend", "indcutor", r"did you mean 'inductor'"),
     ],
 )
 def test_an_invalid_setting_stops_before_any_work(tmp_path, monkeypatch: pytest.MonkeyPatch, option: str,  # noqa: ANN001

@@ -84,6 +84,11 @@ def _check_size(size: int | tuple[int, int] | None, resize: str, multiple: int) 
         raise RecaptureError(
             f"size={size!r} must be a positive int (long side) or a pair of positive ints (H, W)"
         )
+    if isinstance(size, int) and size < multiple:
+        raise RecaptureError(
+            f"size={size} is below the smallest long side, {multiple} (a long side is rounded to a multiple "
+            f"of {multiple}): use {multiple} or more, or an exact pair [H, W]"
+        )
 
 
 def plan_resize(

@@ -148,7 +148,8 @@ class ReCaptureModule(LightningModule):
         self.gradient_checkpointing = gradient_checkpointing
         self.bypass_skip_compute = bypass_skip_compute
         self.compile_unet = compile_unet
-        self.compile_backend = _check_compile_backend(compile_backend) if compile_unet else compile_backend
+        # checked whenever it is not the default, so a typo shows even while compile_unet is off
+        self.compile_backend = compile_backend if compile_backend == "inductor" else _check_compile_backend(compile_backend)
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
         self.sampling = replace(sampling)
