@@ -16,6 +16,11 @@ Examples::
     python benchmarks/finetune_step.py                          # CPU: tiny model
     python benchmarks/finetune_step.py --peak-tflops 989        # H100 SXM dense bf16
     python benchmarks/finetune_step.py --sizes 14x576x1024 --grad-checkpointing on --steps 20
+    python benchmarks/finetune_step.py --compile both            # eager and torch.compile rows
+
+``--compile on`` runs the step through ``torch.compile`` of the UNet (what ``model.compile_unet``
+does); the first step of each row compiles (a fresh dynamo cache per row) and is reported
+separately, not in the step times.
 
 Prints a Markdown table (with the command, machine and date); ``--out FILE`` also writes it.
 """
@@ -69,6 +74,7 @@ class Row:
     peak_gib: float | None
     flops: float | None
     note: str = ""
+    compile_s: float | None = None  # the first (compiling) step of a compiled row
 
 
 def parse_size(text: str) -> tuple[int, int, int]:
@@ -116,10 +122,13 @@ def make_batch(unet: torch.nn.Module, size: tuple[int, int, int], device: torch.
 
 
 def loss_fn(unet: torch.nn.Module, kind: str, batch: dict, generator: torch.Generator | None,
-            targets: BypassTargets | None = None) -> torch.Tensor:
-    """The module's own step (:func:`recapture.adaptation.step_loss`) under its step context."""
+            targets: BypassTargets | None = None, model: torch.nn.Module | None = None) -> torch.Tensor:
+    """The module's own step (:func:`recapture.adaptation.step_loss`) under its step context.
+
+    ``model``: what runs the forward (``torch.compile(unet)``); default ``unet`` itself.
+    """
     with step_context(unet, kind, targets=targets):
-        return step_loss(unet, batch, kind, EDMConfig(), generator=generator).loss
+        return step_loss(unet if model is None else model, batch, kind, EDMConfig(), generator=generator).loss
 
 
 def count_flops(model: str, kind: str, size: tuple[int, int, int], rank: int) -> float:
@@ -162,7 +171,7 @@ def time_steps(step: Callable[[], None], device: torch.device, warmup: int, step
 
 
 def bench_one(
-    args: argparse.Namespace, unet: torch.nn.Module, model: str, kind: str, size, ckpt: bool
+    args: argparse.Namespace, unet: torch.nn.Module, model: str, kind: str, size, ckpt: bool, compiled: bool = False
 ) -> Row:  # noqa: ANN001
     device = torch.device(args.device)
     precision = args.precision
@@ -179,11 +188,18 @@ def bench_one(
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
     targets = bypass_targets(unet)  # found once, as ReCaptureModule does
+    runner = None
+    if compiled:
+        torch._dynamo.reset()  # every compiled row pays its own compilation
+        runner = torch.compile(unet, backend=args.compile_backend)
 
     def step() -> None:
         with autocast:
-            loss = loss_fn(unet, kind, batch, gen, targets)
-        loss.backward()
+            loss = loss_fn(unet, kind, batch, gen, targets, model=runner)
+        # backward under the step context too, as ReCaptureModule.backward: with gradient checkpointing
+        # the spatial step's recomputation must skip the temporal blocks as its forward did
+        with step_context(unet, kind, targets=targets):
+            loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
 
@@ -193,17 +209,23 @@ def bench_one(
         if device.type == "cuda":
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(device)
-        times = time_steps(step, device, args.warmup, args.steps)
+        compile_s = None
+        if compiled:
+            start = time.perf_counter()
+            step()
+            sync(device)
+            compile_s = time.perf_counter() - start
+        times = time_steps(step, device, max(0, args.warmup - compiled), args.steps)
         if device.type == "cuda":
             peak = torch.cuda.max_memory_allocated(device) / 2**30
         else:
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB, process peak
     except torch.cuda.OutOfMemoryError:
-        times, note = [], "OOM"
+        times, note, compile_s = [], "OOM", None
         opt.zero_grad(set_to_none=True)
         torch.cuda.empty_cache()
     flops = None if args.no_flops else count_flops(model, kind, size, args.rank)
-    return Row(kind, size, model, precision, ckpt, times, peak, flops, note)
+    return Row(kind, size, model, precision, ckpt, times, peak, flops, note, compile_s)
 
 
 def machine(device: torch.device) -> str:
@@ -231,9 +253,9 @@ def table(rows: list[Row], args: argparse.Namespace, header: list[str]) -> str:
     lines = list(header)
     lines += [
         "",
-        "| kind | frames x H x W | model | precision | grad ckpt | step ms (median) | step ms (min) "
-        "| peak mem GiB | model TFLOP/step | TFLOP/s | utilisation |",
-        "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|",
+        "| kind | frames x H x W | model | precision | grad ckpt | compiled (1st step s) | step ms (median) "
+        "| step ms (min) | peak mem GiB | model TFLOP/step | TFLOP/s | utilisation |",
+        "|---|---|---|---|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         med = statistics.median(r.times_s) if r.times_s else None
@@ -244,6 +266,7 @@ def table(rows: list[Row], args: argparse.Namespace, header: list[str]) -> str:
         size = "x".join(str(v) for v in r.size)
         lines.append(
             f"| {r.kind} | {size} | {r.model} | {r.precision} | {'on' if r.checkpointing else 'off'} "
+            f"| {'no' if r.compile_s is None else f'yes ({r.compile_s:.1f})'} "
             f"| {r.note or fmt(None if med is None else med * 1e3, '.1f')} | {fmt(None if best is None else best * 1e3, '.1f')} "
             f"| {fmt(r.peak_gib, '.2f')} | {fmt(tflop, '.3g')} | {fmt(rate, '.3g')} "
             f"| {'-' if util is None else f'{util:.1%}'} |"
@@ -299,6 +322,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="on CPU, also time one full-size UNet step at this size (e.g. 2x64x64)",
     )
+    p.add_argument("--compile", choices=["off", "on", "both"], default="off",
+                   help="torch.compile the UNet (model.compile_unet): off, on, or both rows")
+    p.add_argument("--compile-backend", default="inductor", help="torch.compile backend (default inductor)")
     p.add_argument("--no-flops", action="store_true", help="skip the FLOP count")
     p.add_argument("--out", default=None, help="also write the Markdown table to this file")
     args = p.parse_args(argv)
@@ -340,15 +366,17 @@ def main(argv: list[str] | None = None) -> str:
             models.clear()  # one UNet resident at a time
             models[model] = build_unet(model, device, weights_dtype, args.rank)
         unet = models[model]
+        compiles = {"off": [False], "on": [True], "both": [False, True]}[args.compile]
         for kind in args.kinds:
             for ckpt in ckpts:
-                if model == "full" and device.type == "cpu":
-                    saved = (args.steps, args.warmup)
-                    args.steps, args.warmup = 1, 0
-                rows.append(bench_one(args, unet, model, kind, size, ckpt))
-                if model == "full" and device.type == "cpu":
-                    args.steps, args.warmup = saved
-                print(f"done: {model} {kind} {size} ckpt={ckpt}", file=sys.stderr, flush=True)
+                for compiled in compiles:
+                    if model == "full" and device.type == "cpu":
+                        saved = (args.steps, args.warmup)
+                        args.steps, args.warmup = 1, 0
+                    rows.append(bench_one(args, unet, model, kind, size, ckpt, compiled))
+                    if model == "full" and device.type == "cpu":
+                        args.steps, args.warmup = saved
+                    print(f"done: {model} {kind} {size} ckpt={ckpt} compiled={compiled}", file=sys.stderr, flush=True)
     unet = next(iter(models.values()))
     n_params = sum(p.numel() for n, p in unet.named_parameters() if "lora_" not in n)
     processor = type(next(iter(unet.attn_processors.values()))).__name__
