@@ -113,7 +113,7 @@ class ReCaptureModule(LightningModule):
             unchanged). The first temporal and the first spatial step compile one graph each (no graph
             breaks, with or without gradient checkpointing and the bypass); generation and refinement
             compile their own. Meant for GPUs: on a CPU compiling takes minutes
-            (benchmarks/README.md, "Fine-tuning step").
+            (benchmarks/README.md, "Ready for the GPU goals").
         compile_backend: the ``torch.compile`` backend (``inductor``; ``aot_eager`` traces the same
             graphs without generating code, which checks a setup quickly).
         optimizer: optimizer factory (default AdamW, lr 5e-4); set ``class_path``/``init_args`` in YAML.
