@@ -164,29 +164,23 @@ def merged_lora(unet: torch.nn.Module, enabled: bool = True) -> Iterator[int]:
     Yields:
         the number of layers merged.
     """
-    layers = []
+    merges = []  # (layer, the active adapters it holds)
     if enabled:
         for layer in _tuner_layers(unet):
-            base = layer.get_base_layer()
-            weight = getattr(base, "weight", None)
-            if (
-                layer.disable_adapters
-                or layer.merged
-                or weight is None
-                or weight.dtype != torch.float32
-                or not any(name in getattr(layer, "lora_A", {}) for name in layer.active_adapters)
-            ):
-                continue
-            layers.append(layer)
+            weight = getattr(layer.get_base_layer(), "weight", None)
+            names = [n for n in layer.active_adapters if n in getattr(layer, "lora_A", {})]
+            float32 = getattr(weight, "dtype", None) == torch.float32
+            if names and float32 and not layer.disable_adapters and not layer.merged:
+                merges.append((layer, names))
     saved = []
     try:
         with torch.no_grad():
-            for layer in layers:
+            for layer, names in merges:
                 base = layer.get_base_layer()
                 bias = getattr(base, "bias", None)
                 bias = None if bias is None else bias.detach().to("cpu", copy=True)
                 saved.append((layer, base.weight.detach().to("cpu", copy=True), bias))
-                layer.merge(adapter_names=[n for n in layer.active_adapters if n in layer.lora_A])
+                layer.merge(adapter_names=names)
         yield len(saved)
     finally:
         with torch.no_grad():
