@@ -14,9 +14,12 @@ active, as in generation. Each row is the median of ``--repeats`` calls after on
 models start on the CPU and the time includes moving each of them to the GPU once.
 On CPU the tiny random model runs (the full-size one takes minutes per step there).
 
-``--paths``: ``fast`` is ``generate`` as it runs (LoRAs merged into float32 weights for the call,
-temporal convolutions through oneDNN on the CPU); ``stock`` turns both off, i.e. every LoRA branch
-and PyTorch's own convolution choice, as before they existed. The LoRA ``B`` matrices get small
+``--paths``: ``fast`` is ``generate`` as it runs (LoRAs merged into float32 weights for the call;
+on the CPU temporal convolutions through oneDNN and large tensors from the heap,
+``recapture.host_memory``); ``stock`` turns all three off, i.e. every LoRA branch, PyTorch's own
+convolution choice and glibc's fresh mappings, as before they existed; ``no-reuse`` is ``fast``
+without the memory reuse. On the CPU "peak GiB" is the peak RSS during the row (its warm-up call
+included; the kernel's high-water mark is reset before each row). The LoRA ``B`` matrices get small
 random values (as after training, instead of PEFT's zeros), so the "max |diff|" column (largest
 frame difference against the stock path's video, frames in [0, 1]) measures a real merge.
 """
@@ -93,8 +96,8 @@ def place(components: SVDComponents, device: torch.device) -> None:
 
 @contextlib.contextmanager
 def sampler_path(path: str):
-    """``fast``: the sampler as it is; ``stock``: without its oneDNN temporal convolutions (merge off via config)."""
-    if path == "fast":
+    """``stock``: without the sampler's oneDNN temporal convolutions (merge and memory reuse off via config)."""
+    if path != "stock":
         yield
         return
     real = session.onednn_temporal_convolutions
@@ -105,16 +108,41 @@ def sampler_path(path: str):
         session.onednn_temporal_convolutions = real
 
 
+def reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS mark of this process (Linux: ``/proc/self/clear_refs``); False where it cannot."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_gib() -> float | None:
+    """The process's peak RSS since the last reset (``VmHWM``), in GiB; None where unknown."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 2**20
+    except OSError:
+        pass
+    return None
+
+
 def run(
     components: SVDComponents, size: tuple[int, int, int], config: SamplingConfig, repeats: int
 ) -> tuple[float, float, float, float | None, torch.Tensor]:
-    """Median (total s, s per step, decode s), the largest peak memory in GiB (None on CPU), the last frames."""
+    """Median (total s, s per step, decode s), the largest peak memory in GiB (CUDA: allocated; CPU: RSS), the last frames."""
     t, h, w = size
+    cpu_peak = reset_peak_rss() and next(components.unet.parameters()).device.type == "cpu"
     image = torch.rand(3, h, w, generator=torch.Generator().manual_seed(0))
     warm = SamplingConfig(**{**vars(config), "num_inference_steps": 2})
     generate(components, image, t, warm, adapters=None, progress=False)
     outs = [generate(components, image, t, config, adapters=None, progress=False) for _ in range(repeats)]
     peaks = [o.peak_memory_bytes for o in outs if o.peak_memory_bytes is not None]
+    if cpu_peak and (rss := peak_rss_gib()) is not None:
+        peaks.append(rss * 2**30)
     return (
         statistics.median(o.timings["total_s"] for o in outs),
         statistics.median(o.timings["s_per_step"] for o in outs),
@@ -153,7 +181,7 @@ def main(argv: list[str] | None = None) -> str:
     )
     parser.add_argument("--forward-chunking", action="store_true")
     parser.add_argument("--lora-rank", type=int, default=16, help="0: no LoRA adapters")
-    parser.add_argument("--paths", nargs="+", choices=["stock", "fast"], default=["fast"],
+    parser.add_argument("--paths", nargs="+", choices=["stock", "no-reuse", "fast"], default=["fast"],
                         help="sampler paths to time (see the module docstring); the diff column needs stock first")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--tiny", action="store_true", help="the tiny random model (always on CPU)")
@@ -222,7 +250,8 @@ def main(argv: list[str] | None = None) -> str:
                     decode_chunk_size=args.decode_chunk_size,
                     cpu_offload=offload == "on",
                     forward_chunking=args.forward_chunking,
-                    merge_lora=path == "fast",
+                    merge_lora=path != "stock",
+                    reuse_host_memory=path == "fast",
                 )
                 try:
                     with sampler_path(path):
@@ -230,7 +259,7 @@ def main(argv: list[str] | None = None) -> str:
                     stock_frames = frames if path == "stock" else stock_frames
                     diff = "-" if stock_frames is None or path == "stock" else f"{(frames - stock_frames).abs().max().item():.1e}"
                     row = (
-                        f"{total:.2f} | {per_step:.3f} | {decode:.2f} | {'-' if peak is None else f'{peak:.1f}'} "
+                        f"{total:.2f} | {per_step:.3f} | {decode:.2f} | {'-' if peak is None else f'{peak:.2f}'} "
                         f"| {diff}"
                     )
                 except torch.cuda.OutOfMemoryError:

@@ -34,6 +34,10 @@ class DenoiseConfig(MicroConditioning):
         merge_lora: fold the active LoRAs into float32 base weights for the call (one matmul per
             adapted layer instead of three; restored bit for bit afterwards). Same video to float32
             rounding; half-precision weights are never merged. False runs the LoRA branches as trained.
+        reuse_host_memory: on a CPU (Linux, glibc), take large tensors from the process heap for the
+            call instead of fresh memory mappings the kernel must fault in and zero every time
+            (:mod:`recapture.host_memory`): the same video, faster, with a higher peak RSS during the
+            call; freed memory goes back to the system when it ends.
     """
 
     num_inference_steps: int = 25
@@ -44,6 +48,7 @@ class DenoiseConfig(MicroConditioning):
     cpu_offload: bool = False
     forward_chunking: bool = False
     merge_lora: bool = True
+    reuse_host_memory: bool = True
 
     def __post_init__(self) -> None:
         self.validate()

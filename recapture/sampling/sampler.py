@@ -135,7 +135,12 @@ def _sample(
     steps = config.num_inference_steps
     start = time.perf_counter()
     with sampling_session(
-        components, adapters, config.cpu_offload, config.forward_chunking, config.merge_lora
+        components,
+        adapters,
+        config.cpu_offload,
+        config.forward_chunking,
+        config.merge_lora,
+        config.reuse_host_memory,
     ) as device:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)

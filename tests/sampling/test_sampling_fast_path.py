@@ -6,11 +6,14 @@ they were: sampling runs in the middle of training (callbacks), on the weights t
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 from torch.profiler import ProfilerActivity, profile
 
 from recapture.adaptation import LoRAConfig, add_recapture_adapters, build_tiny_components
+from recapture.host_memory import host_memory_reuse_available
 from recapture.sampling import (
     SamplingConfig,
     generate,
@@ -151,3 +154,26 @@ def test_temporal_convolutions_run_through_onednn_for_the_call_only():
     assert "aten::slow_conv3d_forward" in stock_ops, "the premise: PyTorch picks its slow kernel here"
     assert "aten::mkldnn_convolution" in fast_ops
     torch.testing.assert_close(fast, stock, rtol=0, atol=1e-5)
+
+
+def test_cpu_sampling_takes_large_tensors_from_the_heap_with_the_same_bits(trained_like, image, monkeypatch):
+    """``reuse_host_memory`` wraps the call in ``reused_host_memory`` (the allocator's own test:
+    tests/test_host_memory.py); the arithmetic is untouched, so the video is the same bits."""
+    import recapture.sampling.session as session
+
+    seen = []
+    real = session.reused_host_memory
+
+    @contextlib.contextmanager
+    def spy(enabled=True):
+        with real(enabled) as changed:
+            seen.append((enabled, changed))
+            yield changed
+
+    monkeypatch.setattr(session, "reused_host_memory", spy)
+    reused = generate(trained_like, image, FRAMES, _config(reuse_host_memory=True), progress=False)
+    fresh = generate(trained_like, image, FRAMES, _config(reuse_host_memory=False), progress=False)
+    assert [enabled for enabled, _ in seen] == [True, False]
+    assert seen[1][1] is False
+    assert seen[0][1] is host_memory_reuse_available()
+    assert torch.equal(reused.frames, fresh.frames)
