@@ -19,7 +19,8 @@ on the CPU temporal convolutions through oneDNN and large tensors from the heap,
 ``recapture.host_memory``); ``stock`` turns all three off, i.e. every LoRA branch, PyTorch's own
 convolution choice and glibc's fresh mappings, as before they existed; ``no-reuse`` is ``fast``
 without the memory reuse. On the CPU "peak GiB" is the peak RSS during the row (its warm-up call
-included; the kernel's high-water mark is reset before each row). The LoRA ``B`` matrices get small
+included; the kernel's high-water mark is reset before each row); "system s" is the process's
+system CPU time per call (page faults, mostly). The LoRA ``B`` matrices get small
 random values (as after training, instead of PEFT's zeros), so the "max |diff|" column (largest
 frame difference against the stock path's video, frames in [0, 1]) measures a real merge.
 """
@@ -31,6 +32,7 @@ import contextlib
 import datetime
 import os
 import platform
+import resource
 import statistics
 import sys
 
@@ -132,14 +134,17 @@ def peak_rss_gib() -> float | None:
 
 def run(
     components: SVDComponents, size: tuple[int, int, int], config: SamplingConfig, repeats: int
-) -> tuple[float, float, float, float | None, torch.Tensor]:
-    """Median (total s, s per step, decode s), the largest peak memory in GiB (CUDA: allocated; CPU: RSS), the last frames."""
+) -> tuple[float, float, float, float, float | None, torch.Tensor]:
+    """Median (total s, s per step, decode s), system CPU s per call, the largest peak memory in GiB
+    (CUDA: allocated; CPU: RSS), the last frames."""
     t, h, w = size
     cpu_peak = reset_peak_rss() and next(components.unet.parameters()).device.type == "cpu"
     image = torch.rand(3, h, w, generator=torch.Generator().manual_seed(0))
     warm = SamplingConfig(**{**vars(config), "num_inference_steps": 2})
     generate(components, image, t, warm, adapters=None, progress=False)
+    system = resource.getrusage(resource.RUSAGE_SELF).ru_stime
     outs = [generate(components, image, t, config, adapters=None, progress=False) for _ in range(repeats)]
+    system = (resource.getrusage(resource.RUSAGE_SELF).ru_stime - system) / repeats
     peaks = [o.peak_memory_bytes for o in outs if o.peak_memory_bytes is not None]
     if cpu_peak and (rss := peak_rss_gib()) is not None:
         peaks.append(rss * 2**30)
@@ -147,6 +152,7 @@ def run(
         statistics.median(o.timings["total_s"] for o in outs),
         statistics.median(o.timings["s_per_step"] for o in outs),
         statistics.median(o.timings["decode_s"] for o in outs),
+        system,
         max(peaks) / 2**30 if peaks else None,
         outs[-1].frames,
     )
@@ -235,8 +241,8 @@ def main(argv: list[str] | None = None) -> str:
         f"{args.steps} Euler steps, guidance {args.min_guidance}->{args.max_guidance}"
         f"{' (CFG)' if args.max_guidance > 1 else ''}, decode chunk {args.decode_chunk_size}.",
         "",
-        "| frames x H x W | offload | path | s / video | s / step | decode s | peak GiB | max \\|diff\\| vs stock |",
-        "|---|---|---|---:|---:|---:|---:|---:|",
+        "| frames x H x W | offload | path | s / video | s / step | decode s | system s | peak GiB | max \\|diff\\| vs stock |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for size in sizes:
         for offload in offloads:
@@ -255,16 +261,16 @@ def main(argv: list[str] | None = None) -> str:
                 )
                 try:
                     with sampler_path(path):
-                        total, per_step, decode, peak, frames = run(components, size, config, args.repeats)
+                        total, per_step, decode, system, peak, frames = run(components, size, config, args.repeats)
                     stock_frames = frames if path == "stock" else stock_frames
                     diff = "-" if stock_frames is None or path == "stock" else f"{(frames - stock_frames).abs().max().item():.1e}"
                     row = (
-                        f"{total:.2f} | {per_step:.3f} | {decode:.2f} | {'-' if peak is None else f'{peak:.2f}'} "
+                        f"{total:.2f} | {per_step:.3f} | {decode:.2f} | {system:.2f} | {'-' if peak is None else f'{peak:.2f}'} "
                         f"| {diff}"
                     )
                 except torch.cuda.OutOfMemoryError:
                     torch.cuda.empty_cache()
-                    row = "OOM | - | - | - | -"
+                    row = "OOM | - | - | - | - | -"
                 lines.append(f"| {'x'.join(map(str, size))} | {offload} | {path} | {row} |")
                 print(lines[-1], file=sys.stderr, flush=True)
     if args.profile:
