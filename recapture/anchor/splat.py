@@ -331,7 +331,20 @@ def splat_soft(
         input; 0 where the mask is 0.
     """
     pts, cols, Kb, nears, batched = _as_batch(points, colors, K, near)
+    b, h, w = pts.shape[0], *size
     step = max(1, CHUNK_POINTS // (4 * max(1, pts.shape[1])))
+    starts = range(0, b, step)
+    grad = torch.is_grad_enabled() and any(x.requires_grad for x in (pts, cols, Kb))
+    # several chunks without gradients: each writes into its slice of the result (no concatenation)
+    out = None
+    if len(starts) > 1 and not grad:
+        out = (
+            torch.empty(b, cols.shape[1], h * w, dtype=cols.dtype, device=pts.device),
+            torch.empty(b, 1, h * w, dtype=pts.dtype, device=pts.device),
+            torch.empty(b, 1, h * w, dtype=pts.dtype, device=pts.device),
+        )
+    padded = (h + 2) * (w + 2)  # the bins of the image with its border (see _soft_chunk)
+    trash = _trash(pts.shape[1], padded, pts.device).to(_bin_dtype(pts.dtype, padded))
     parts = [
         _soft_chunk(
             pts[i : i + step],
@@ -341,10 +354,15 @@ def splat_soft(
             beta,
             nears[i : i + step],
             min_weight,
+            None if out is None else tuple(o[i : i + step] for o in out),
+            trash,
         )
-        for i in range(0, pts.shape[0], step)
+        for i in starts
     ]
-    image, depth, mask = (torch.cat(p) if len(parts) > 1 else p[0] for p in zip(*parts, strict=True))
+    if out is not None:
+        image, depth, mask = (o.unflatten(2, (h, w)) for o in out)
+    else:
+        image, depth, mask = (torch.cat(p) if len(parts) > 1 else p[0] for p in zip(*parts, strict=True))
     return (image, depth, mask) if batched else (image[0], depth[0], mask[0])
 
 
@@ -377,6 +395,27 @@ def _softmax_weights(log_b: Tensor, zz: Tensor, pix: Tensor, bins: int, nonneg: 
     return torch.exp(low.gather(1, pix).view(neg.dtype) - neg)
 
 
+def _bin_dtype(coords: torch.dtype, hw: int) -> torch.dtype:
+    """The dtype :func:`_corner_bins` computes bins in: the coordinates' float dtype where every bin
+    (pixels and trash) is an exactly representable integer there (float32: up to ~16 M pixels),
+    which halves the memory traffic of int64; else int64."""
+    exact = coords.is_floating_point and hw + TRASH_BINS <= 2 / torch.finfo(coords).eps
+    return coords if exact else torch.int64
+
+
+def _corner_bins(u0: Tensor, v0: Tensor, ok: Tensor, w: int, trash: Tensor) -> Tensor:
+    """Bin of each corner contribution ``(B, 4, N)`` (int64): pixel ``v0 w + u0`` plus the corner's
+    offset ``(0, 1, w, w + 1)`` where ``ok``, else the entry's trash bin.
+
+    ``u0``, ``v0``: floored coordinates ``(B, N)`` (where ``ok`` they lie in ``[-1, w)`` and
+    ``[-1, h)``); ``trash``: :func:`_trash` ``(N,)`` in the :func:`_bin_dtype` the bins are computed in.
+    """
+    dtype = trash.dtype
+    base = (v0.to(dtype) * w + u0.to(dtype))[:, None]
+    corner = torch.tensor([0, 1, w, w + 1], dtype=dtype, device=u0.device)[:, None]
+    return torch.where(ok, base + corner, trash).long()
+
+
 def _soft_chunk(
     pts: Tensor,
     cols: Tensor,
@@ -385,11 +424,13 @@ def _soft_chunk(
     beta: float,
     nears: list[float],
     min_weight: float,
+    out: SplatResult | None = None,
+    trash: Tensor | None = None,
 ) -> SplatResult:
-    """:func:`splat_soft` of a few clouds: points ``(B, N, 3)``, colours ``(B, C, N)``."""
+    """:func:`splat_soft` of a few clouds: points ``(B, N, 3)``, colours ``(B, C, N)`` (``out``: see
+    :func:`_soft_resolve`; ``trash``: the chunks' shared trash bins, see :func:`_corner_bins`)."""
     b, n, _ = pts.shape
     h, w = size
-    hw = h * w
     dev, dt = pts.device, pts.dtype
     xyz = pts.transpose(1, 2).contiguous()  # planar (B, 3, N): every later pass reads contiguous rows
     z = xyz[:, 2]
@@ -407,43 +448,70 @@ def _soft_chunk(
     # corners in the order (du, dv) = (0, 0), (1, 0), (0, 1), (1, 1): (B, 4, N)
     bu, bv = torch.stack([1 - fu, fu], 1), torch.stack([1 - fv, fv], 1)
     wts = (bv[:, :, None] * bu[:, None]).reshape(b, 4, n)
-    ok_u = torch.stack([(u0 >= 0) & (u0 < w), (u0 >= -1) & (u0 < w - 1)], 1) & front[:, None]
-    ok_v = torch.stack([(v0 >= 0) & (v0 < h), (v0 >= -1) & (v0 < h - 1)], 1)
-    ok = (ok_v[:, :, None] & ok_u[:, None]).reshape(b, 4, n) & (wts.detach() > MIN_BILINEAR_WEIGHT)
-    # One row of H W pixel bins per cloud, scattered along the row (clouds in parallel threads);
-    # per bin the additions keep the point order. Invalid contributions (behind the camera,
-    # off-image, negligible weight) go to trash bins after the pixels with a placeholder weight of
-    # 1 (finite log, zero gradient).
-    corner = torch.tensor([0, 1, w, w + 1], device=dev)[:, None]
-    pix = torch.where(ok, (v0.long() * w + u0.long())[:, None] + corner, _trash(n, hw, dev)).view(b, 4 * n)
+    # One row of pixel bins per cloud, scattered along the row (clouds in parallel threads); per bin
+    # the additions keep the point order. The rows hold the image with a one-pixel border, which
+    # takes the corners that fall just off the image (and is dropped), so a point's own in-view test
+    # decides for its 4 corners. Other contributions (behind the camera, out of view, negligible
+    # weight) go to trash bins after the pixels with a placeholder weight of 1 (finite log, zero
+    # gradient).
+    in_view = front & (u0 >= -1) & (u0 < w) & (v0 >= -1) & (v0 < h)
+    ok = (wts.detach() > MIN_BILINEAR_WEIGHT) & in_view[:, None]
+    padded = (h + 2) * (w + 2)
+    if trash is None:
+        trash = _trash(n, padded, dev).to(_bin_dtype(dt, padded))
+    pix = _corner_bins(u0.detach() + 1, v0.detach() + 1, ok, w + 2, trash).view(b, 4 * n)
     wts = torch.where(ok, wts, 1.0)
     nonneg = math.copysign(1.0, beta) > 0 and min(nears) >= 0
-    wgt = _softmax_weights(torch.log(wts), beta * z / z_ref, pix, hw + TRASH_BINS, nonneg)
-    return _soft_resolve(pix, wts, wgt, cols, z, min_weight, size)
+    wgt = _softmax_weights(torch.log(wts), beta * z / z_ref, pix, padded + TRASH_BINS, nonneg)
+    return _soft_resolve(pix, wts, wgt, cols, z, min_weight, size, out)
 
 
 def _soft_resolve(
-    pix: Tensor, wts: Tensor, wgt: Tensor, cols: Tensor, z: Tensor, min_weight: float, size: tuple[int, int]
+    pix: Tensor,
+    wts: Tensor,
+    wgt: Tensor,
+    cols: Tensor,
+    z: Tensor,
+    min_weight: float,
+    size: tuple[int, int],
+    out: SplatResult | None = None,
 ) -> SplatResult:
-    """Per-pixel sums of the 4 N contributions per cloud (bins ``pix``): image, depth and mask."""
+    """Per-pixel sums of the 4 N contributions per cloud (bins ``pix`` of the image with a one-pixel
+    border, then trash): image, depth and mask.
+
+    ``out``: ``(B, C, H W)``, ``(B, 1, H W)`` and ``(B, 1, H W)`` tensors to write the results into
+    (no gradients), instead of new ones.
+    """
     b, n = z.shape
     c = cols.shape[1]
     h, w = size
-    hw = h * w
+    padded = (h + 2) * (w + 2)
     dev, dt = z.device, z.dtype
 
-    def bins(values: Tensor) -> Tensor:
+    def bins(values: Tensor, sums: Tensor | None = None) -> Tensor:
+        """The image's bins ``(B, H, W)`` (a view) after summing ``values`` into ``sums``."""
         # scatter_add adds in index order along a row, as index_add does (same bits), and is faster
-        sums = torch.zeros(b, hw + TRASH_BINS, dtype=values.dtype, device=dev)
-        return sums.scatter_add_(1, pix, values.reshape(b, 4 * n))[:, :hw]
+        if sums is None:
+            sums = torch.zeros(b, padded + TRASH_BINS, dtype=values.dtype, device=dev)
+        sums.scatter_add_(1, pix, values.reshape(b, 4 * n))
+        return sums[:, :padded].unflatten(1, (h + 2, w + 2))[:, 1:-1, 1:-1]
 
     den = bins(wgt)
     wgt_c = wgt.view(b, 4, n).to(cols.dtype)
-    num = torch.stack([bins(cols[:, ch, None] * wgt_c) for ch in range(c)], 1)
+    num = torch.zeros(b, c, padded + TRASH_BINS, dtype=cols.dtype, device=dev)  # one buffer, no stacking
+    for ch in range(c):
+        bins(cols[:, ch, None] * wgt_c, num[:, ch])
+    num = num[:, :, :padded].unflatten(2, (h + 2, w + 2))[..., 1:-1, 1:-1]
     zs = bins(wgt.view(b, 4, n) * z[:, None])
     cover = bins(wts.detach())
     mask = (cover >= min_weight).to(dt)
     safe = torch.where(mask > 0, den, torch.ones_like(den))
-    image = num / safe.to(cols.dtype)[:, None] * mask.to(cols.dtype)[:, None]
-    depth = zs / safe * mask
-    return image.view(b, c, h, w), depth.view(b, 1, h, w), mask.view(b, 1, h, w)
+    if out is None:
+        image = num / safe.to(cols.dtype)[:, None] * mask.to(cols.dtype)[:, None]
+        depth = zs / safe * mask
+        return image, depth[:, None], mask[:, None]
+    image, depth, mask_out = (o.unflatten(2, (h, w)) for o in out)
+    torch.div(num, safe.to(cols.dtype)[:, None], out=image).mul_(mask.to(cols.dtype)[:, None])
+    torch.div(zs, safe, out=depth[:, 0]).mul_(mask)
+    mask_out[:, 0].copy_(mask)
+    return out

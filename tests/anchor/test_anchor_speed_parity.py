@@ -438,3 +438,21 @@ def test_naive_zbuffer_breaks_exact_ties_to_the_lowest_index() -> None:
         lowest = min(perm.index(0), perm.index(1), perm.index(2))  # first of the tied points
         assert float(img[0, 1, 1]) == float(col[perm][lowest, 0])
         assert float(img[0, 1, 2]) == pytest.approx(0.4)
+
+
+def test_corner_bins_in_float_equal_the_int64_ones() -> None:
+    # float32 holds every bin exactly below 2^24; beyond that (or in half precision) the bins are int64
+    g = torch.Generator().manual_seed(7)
+    u0 = torch.floor(torch.rand(2, 300, generator=g) * 40 - 2)
+    v0 = torch.floor(torch.rand(2, 300, generator=g) * 30 - 2)
+    ok = torch.rand(2, 4, 300, generator=g) > 0.3
+    padded = 32 * 42
+    trash = splat_module._trash(300, padded, u0.device)
+    assert splat_module._bin_dtype(torch.float32, padded) == torch.float32
+    assert splat_module._bin_dtype(torch.float32, 2**24) == torch.int64
+    assert splat_module._bin_dtype(torch.float16, padded) == torch.int64
+    fast = splat_module._corner_bins(u0 + 1, v0 + 1, ok, 42, trash.float())
+    exact = splat_module._corner_bins(u0 + 1, v0 + 1, ok, 42, trash)
+    assert fast.dtype == exact.dtype == torch.int64 and torch.equal(fast, exact)
+    expected = ((v0 + 1).long() * 42 + (u0 + 1).long())[:, None] + torch.tensor([0, 1, 42, 43])[:, None]
+    assert torch.equal(exact, torch.where(ok, expected, trash))
