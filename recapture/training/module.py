@@ -40,6 +40,7 @@ from recapture.adaptation.objective import MicroConditioning
 from recapture.adaptation.step import Kind, step_context, step_loss
 from recapture.sampling import RefineConfig, SamplingConfig
 from recapture.training.results import RunResult
+from recapture.training.step_logging import ProgressBarLosses, log_learning_rate
 from recapture.utils import RecaptureError, hash_inputs
 
 log = logging.getLogger(__name__)
@@ -158,6 +159,7 @@ class ReCaptureModule(LightningModule):
         _share_micro_conditioning(self.objective, self.refine, "model.refine")
         self._components: SVDComponents | None = None
         self.adapter_switch: AdapterSwitch | None = None  # set with the parts by load_parts()
+        self.progress_losses = ProgressBarLosses()
         self.bypass_targets: BypassTargets | None = None
         self.result = RunResult()  # what the output callbacks produce (reset at every fit start)
         # checkpoints hold only LoRA weights: the frozen UNet is reloaded from `components`
@@ -241,10 +243,12 @@ class ReCaptureModule(LightningModule):
         with self.step_context(kind):
             out = step_loss(self.unet, batch, kind, self.objective)
         b = batch[f"{kind}_latents"].shape[0]
-        self.log(f"train/loss_{kind}", out.loss, prog_bar=True, batch_size=b)
+        # no host-device sync per step (recapture.training.step_logging): the losses stay on the
+        # device for the logger, the progress bar gets a host copy every log_every_n_steps steps
+        self.log(f"train/loss_{kind}", out.loss, batch_size=b)
         self.log("train/loss", out.loss, batch_size=b)
-        # the learning rate, logged here rather than by LearningRateMonitor (which needs a logger)
-        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=b)
+        self.progress_losses.show(self, f"loss_{kind}", out.loss, b)
+        log_learning_rate(self, b)
         return out.loss
 
     def backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:

@@ -11,6 +11,7 @@ import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import OptimizerCallable
 
+from recapture.training.step_logging import ProgressBarLosses, log_learning_rate
 from recapture.utils import RecaptureError
 
 
@@ -64,6 +65,7 @@ class PriorStage(LightningModule):
                 f"{lr_schedule.final_ratio} in [0, 1]"
             )
         self.optimizer_factory = optimizer
+        self._progress_losses = ProgressBarLosses()
         self.lr_schedule = lr_schedule
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
@@ -76,8 +78,14 @@ class PriorStage(LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     def log_lr(self, batch_size: int) -> None:
-        """Log ``train/lr`` (here rather than by LearningRateMonitor, which needs a logger)."""
-        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=batch_size)
+        """Log ``train/lr`` (here rather than by LearningRateMonitor, which needs a logger), a host tensor."""
+        log_learning_rate(self, batch_size)
+
+    def log_loss(self, loss: torch.Tensor, batch_size: int) -> None:
+        """Log ``train/loss`` (on the device, for the logger) and the progress bar's ``loss`` (a host copy
+        every ``log_every_n_steps`` steps): no host-device sync per step (:mod:`recapture.training.step_logging`)."""
+        self.log("train/loss", loss, batch_size=batch_size)
+        self._progress_losses.show(self, "loss", loss, batch_size)
 
     def export(self, out: Path, record: dict[str, Any]) -> dict[str, Any]:
         """Write the stage's product into ``out`` (a fresh folder); return figures for the record."""

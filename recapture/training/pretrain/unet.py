@@ -198,7 +198,7 @@ class UNetStage(PriorStage):
         drop = torch.rand(b, device=latents.device) < self.objective.conditioning_dropout
         out = edm_loss(self.unet, latents, cond, embeds, self._time_ids(b, latents), config=self.objective,
                        drop_conditioning=drop)
-        self.log("train/loss", out.loss, prog_bar=True, batch_size=b)
+        self.log_loss(out.loss, b)
         self.log_lr(b)
         return out.loss
 

@@ -33,6 +33,7 @@ from recapture.metrics.image import psnr
 from recapture.training.pretrain.base import LRSchedule, PriorStage, default_optimizer
 from recapture.training.pretrain.quality import colour_kept
 from recapture.training.pretrain.teacher import PlainAutoencoder, distillation_loss, run_teacher
+from recapture.training.step_logging import host_value
 from recapture.utils import RecaptureError
 
 log = logging.getLogger(__name__)
@@ -211,11 +212,11 @@ class VAEStage(PriorStage):
         weight = self.chroma_weight(self.global_step)
         out = vae_reconstruction_loss(self.vae, video, self.kl_weight, self.reconstruction, chroma_weight=weight)
         b = video.shape[0]
-        self.log("train/loss", out.loss, prog_bar=True, batch_size=b)
+        self.log_loss(out.loss, b)
         self.log("train/reconstruction", out.reconstruction, batch_size=b)
         self.log("train/kl", out.kl, batch_size=b)
         if self.colour_boost != 1.0:
-            self.log("train/chroma_weight", weight, batch_size=b)
+            self.log("train/chroma_weight", host_value(weight), batch_size=b)
         self.log("train/psnr", psnr(out.decoded.clamp(0, 1), video).mean().float(), batch_size=b)
         self.log_lr(b)
         return out.loss
@@ -224,7 +225,7 @@ class VAEStage(PriorStage):
         b, t = video.shape[:2]
         frames = video.flatten(0, 1) * 2.0 - 1.0
         out = distillation_loss(self.vae, self.teacher, frames, t, self.latent_weight)
-        self.log("train/loss", out.loss, prog_bar=True, batch_size=b)
+        self.log_loss(out.loss, b)
         self.log("train/reconstruction", out.reconstruction, batch_size=b)
         self.log("train/distill_latent", out.latent, batch_size=b)
         decoded = ((out.decoded.float() + 1.0) / 2.0).clamp(0, 1).reshape(video.shape)
