@@ -4,17 +4,17 @@ glibc's ``malloc`` serves every request above its mmap threshold (at most 32 MiB
 ``mmap`` and unmaps it on ``free``. A CPU activation of SVD's UNet or VAE decoder is often larger
 (one 14x256x384 CFG feed-forward output: 44 MB; a decoder activation: hundreds of MB), so each one
 is a new mapping whose pages the kernel faults in and zeroes on first touch, every step, and the
-next one again. On a 2-core machine that is a third of a sampling call's CPU time in system time
-(``benchmarks/README.md``, "Sampling": 19.7 s of system time in two 14x256x384 videos, 1.5 s with
-reuse, and the decode twice as fast).
+next one again. On a 2-core machine that was a fifth of a sampling call's CPU time
+(``benchmarks/README.md``, "Sampling": 13.2 s of system time in a 14x256x384 video at 2 threads,
+0.7 s with reuse, and the decode twice as fast).
 
 :func:`reused_host_memory` makes glibc take such blocks from the heap for the duration of a block
 (``mallopt(M_MMAP_MAX, 0)``, and no trimming of the heap's top), so a freed activation's pages are
 handed to the next one already mapped. On exit the free memory goes back to the system
 (``malloc_trim``) and glibc's allocation thresholds are left where its own dynamic rule takes them
 after a process's first 32 MiB tensor: mmap above 32 MiB, trim beyond 64 MiB. The process's peak
-memory grows by what heap fragmentation keeps (a 14x256x384 tiny-model video: 1.25 -> 2.2 GB peak
-RSS), for the block only.
+memory grows by what heap fragmentation keeps (a 14x256x384 tiny-model video at 2 threads: 1.43 ->
+1.92 GiB peak RSS), for the block only.
 
 It changes nothing where it cannot apply or should not: outside Linux/glibc, when glibc's malloc
 was configured by the user (``MALLOC_MMAP_MAX_``, ``MALLOC_TRIM_THRESHOLD_``,
