@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1] / "recapture"
 # lowest first; a package may import (at module level) only from packages of an earlier layer
 LAYERS: list[set[str]] = [
     {"utils"},
-    {"checksums", "caching", "hub", "io", "cameras", "depth", "metrics"},
+    {"checksums", "caching", "host_memory", "hub", "io", "cameras", "depth", "metrics"},
     {"anchor", "adaptation"},
     {"sampling"},
     {"data"},
