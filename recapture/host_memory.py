@@ -19,7 +19,7 @@ memory grows by what heap fragmentation keeps (a 14x256x384 tiny-model video at 
 It changes nothing where it cannot apply or should not: outside Linux/glibc, when glibc's malloc
 was configured by the user (``MALLOC_MMAP_MAX_``, ``MALLOC_TRIM_THRESHOLD_``,
 ``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TOP_PAD_`` or ``GLIBC_TUNABLES``) or replaced (jemalloc or
-tcmalloc in ``LD_PRELOAD``), and inside another such block (nested calls keep the outer settings).
+tcmalloc in ``LD_PRELOAD``); nested or concurrent blocks share one change, undone by the last to leave.
 """
 
 from __future__ import annotations
@@ -86,25 +86,30 @@ def host_memory_reuse_available() -> bool:
 def reused_host_memory(enabled: bool = True) -> Iterator[bool]:
     """Inside the block, glibc serves large allocations from the heap and keeps freed pages mapped.
 
+    Blocks may nest or overlap across threads: the first to enter changes the settings, the last to
+    leave restores them.
+
     Yields:
-        whether the block changed the allocator (False when disabled, not applicable, or nested).
+        whether this block changed the allocator (False when disabled, not applicable, or already
+        changed by an enclosing or concurrent block).
     """
     global _depth
     libc = _glibc() if enabled else None
+    if libc is None:
+        yield False
+        return
     with _lock:
-        outer = libc is not None and _depth == 0
-        if libc is not None:
-            _depth += 1
-        if outer and not (libc.mallopt(_M_MMAP_MAX, 0) and libc.mallopt(_M_TRIM_THRESHOLD, _NO_TRIM)):
+        _depth += 1
+        first = _depth == 1
+        if first and not (libc.mallopt(_M_MMAP_MAX, 0) and libc.mallopt(_M_TRIM_THRESHOLD, _NO_TRIM)):
             log.debug("mallopt refused the host memory settings; allocating as before")
     try:
-        yield outer
+        yield first
     finally:
-        if libc is not None:
-            with _lock:
-                _depth -= 1
-                if outer:
-                    libc.mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
-                    libc.mallopt(_M_MMAP_THRESHOLD, _DYNAMIC_MMAP_THRESHOLD)
-                    libc.mallopt(_M_TRIM_THRESHOLD, _DYNAMIC_TRIM_THRESHOLD)
-                    libc.malloc_trim(0)
+        with _lock:
+            _depth -= 1
+            if _depth == 0:
+                libc.mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
+                libc.mallopt(_M_MMAP_THRESHOLD, _DYNAMIC_MMAP_THRESHOLD)
+                libc.mallopt(_M_TRIM_THRESHOLD, _DYNAMIC_TRIM_THRESHOLD)
+                libc.malloc_trim(0)

@@ -48,6 +48,13 @@ with reused_host_memory() as outer:
     result["rss_in_block"] = rss_mib()
 result["rss_after"] = rss_mib()
 result["outer"], result["inner"] = outer, inner
+# blocks that overlap without nesting (two threads): the last to leave restores
+first, second = reused_host_memory(), reused_host_memory()
+first.__enter__(), second.__enter__()
+first.__exit__(None, None, None)
+result["overlap"] = faults()
+second.__exit__(None, None, None)
+result["after_overlap"] = faults()
 print(json.dumps(result))
 """
 
@@ -72,6 +79,8 @@ def test_large_tensors_reuse_mapped_pages_inside_the_block_only():
     # freed blocks' pages handed on, already mapped (measured: at most one tensor's pages per chain)
     assert r["nested"] < 0.2 * _PAGES_PER_CHAIN and r["inside"] < 0.2 * _PAGES_PER_CHAIN
     assert r["rss_after"] < r["rss_in_block"] - 100  # the free heap went back to the system on exit
+    assert r["overlap"] < 0.2 * _PAGES_PER_CHAIN  # the first block left, the second still reuses
+    assert r["after_overlap"] > 0.9 * _PAGES_PER_CHAIN
 
 
 @pytest.mark.parametrize(
