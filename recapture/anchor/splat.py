@@ -354,8 +354,8 @@ def splat_soft(
             beta,
             nears[i : i + step],
             min_weight,
-            None if out is None else tuple(o[i : i + step] for o in out),
             trash,
+            None if out is None else tuple(o[i : i + step] for o in out),
         )
         for i in starts
     ]
@@ -424,11 +424,11 @@ def _soft_chunk(
     beta: float,
     nears: list[float],
     min_weight: float,
+    trash: Tensor,
     out: SplatResult | None = None,
-    trash: Tensor | None = None,
 ) -> SplatResult:
-    """:func:`splat_soft` of a few clouds: points ``(B, N, 3)``, colours ``(B, C, N)`` (``out``: see
-    :func:`_soft_resolve`; ``trash``: the chunks' shared trash bins, see :func:`_corner_bins`)."""
+    """:func:`splat_soft` of a few clouds: points ``(B, N, 3)``, colours ``(B, C, N)`` (``trash``: the
+    chunks' shared trash bins, see :func:`_corner_bins`; ``out``: see :func:`_soft_resolve`)."""
     b, n, _ = pts.shape
     h, w = size
     dev, dt = pts.device, pts.dtype
@@ -457,8 +457,6 @@ def _soft_chunk(
     in_view = front & (u0 >= -1) & (u0 < w) & (v0 >= -1) & (v0 < h)
     ok = (wts.detach() > MIN_BILINEAR_WEIGHT) & in_view[:, None]
     padded = (h + 2) * (w + 2)
-    if trash is None:
-        trash = _trash(n, padded, dev).to(_bin_dtype(dt, padded))
     pix = _corner_bins(u0.detach() + 1, v0.detach() + 1, ok, w + 2, trash).view(b, 4 * n)
     wts = torch.where(ok, wts, 1.0)
     nonneg = math.copysign(1.0, beta) > 0 and min(nears) >= 0
