@@ -395,7 +395,8 @@ def test_benchmark_command_in_process(mini_root: Path, tmp_path: Path, monkeypat
 def _launch(rank: int, world: int, args: list[str], cwd: Path, port: int) -> subprocess.Popen:
     env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
            "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline",
-           "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(REPO), str(Path(__file__).parent)])}
+           "OMP_NUM_THREADS": "1",  # the caller's own PYTHONPATH kept (packages may live there)
+           "PYTHONPATH": os.pathsep.join([str(REPO), str(Path(__file__).parent), *filter(None, [os.environ.get("PYTHONPATH")])])}
     return subprocess.Popen([sys.executable, "-m", "recapture.cli", "benchmark", *args], cwd=cwd, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
