@@ -332,7 +332,12 @@ def splat_soft(
     """
     pts, cols, Kb, nears, batched = _as_batch(points, colors, K, near)
     b, h, w = pts.shape[0], *size
-    step = max(1, CHUNK_POINTS // (4 * max(1, pts.shape[1])))
+    per_cloud = 4 * max(1, pts.shape[1])
+    step = max(1, CHUNK_POINTS // per_cloud)
+    if per_cloud <= 2 * CHUNK_POINTS:
+        # one cloud per thread at least: each cloud's row is scattered by its own thread; past about
+        # twice the budget a second cloud's rows no longer fit the caches and cost more than that
+        step = max(step, torch.get_num_threads())
     starts = range(0, b, step)
     grad = torch.is_grad_enabled() and any(x.requires_grad for x in (pts, cols, Kb))
     # several chunks without gradients: each writes into its slice of the result (no concatenation)

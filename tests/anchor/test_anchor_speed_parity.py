@@ -369,6 +369,37 @@ def test_outputs_do_not_depend_on_the_chunk_size(
     _assert_equals_reference(name, out, f" (CHUNK_POINTS={points_per_chunk})")
 
 
+@pytest.mark.parametrize("threads", [2, 3])
+def test_soft_clouds_go_one_per_thread_with_the_same_bits(threads: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a cloud's 4 N contributions (3840 here) within twice the budget: a chunk holds one cloud per
+    # thread (each cloud's row scattered by its own thread), although the budget alone allows one
+    sizes: list[int] = []
+    chunk = splat_module._soft_chunk
+
+    def spy(pts, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        sizes.append(pts.shape[0])
+        return chunk(pts, *args, **kwargs)
+
+    monkeypatch.setattr(splat_module, "CHUNK_POINTS", 2 * 24 * 40)
+    monkeypatch.setattr(splat_module, "_soft_chunk", spy)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        out = _render("soft")
+    finally:
+        torch.set_num_threads(before)
+    assert sizes == ([2, 1] if threads == 2 else [3])
+    _assert_equals_reference("soft", out, f" ({threads} clouds per chunk)")
+    sizes.clear()
+    monkeypatch.setattr(splat_module, "CHUNK_POINTS", 24 * 40)  # past twice the budget: one cloud a chunk
+    torch.set_num_threads(threads)
+    try:
+        _render("soft")
+    finally:
+        torch.set_num_threads(before)
+    assert sizes == [1, 1, 1]
+
+
 @pytest.mark.parametrize("mode", ["hard", "soft"])
 def test_batched_splat_equals_one_cloud_at_a_time(mode: str) -> None:
     g = torch.Generator().manual_seed(5)
