@@ -11,6 +11,7 @@
 #           (goal <= 0.30 s, <= 24 GB) and 14x256x384 (goal <= 0.05 s); 25-step CFG sampling at
 #           14x576x1024 (goal <= 20 s)
 #   orbit   `configs/orbit.yaml` end to end at 1024x576, 400 steps (goal <= 5 min): gpu_check.py
+#   compile the 14x576x1024 step eager and through torch.compile (model.compile_unet's effect)
 #   small   gpu_check.py at its default size (384x256, 20 steps): the recipe runs at all
 #   tests   the GPU-marked tests
 #
@@ -24,8 +25,8 @@ cd "$(dirname "$0")/../.."
 mode=${1:-steps}
 OUT=${OUT:-$(mktemp -d)}
 mkdir -p "$OUT"
-case $mode in env|steps|orbit|small|tests) ;; *)
-    echo "check.sh: unknown mode '$mode' (env, steps, orbit, small, tests)" >&2
+case $mode in env|steps|orbit|compile|small|tests) ;; *)
+    echo "check.sh: unknown mode '$mode' (env, steps, orbit, compile, small, tests)" >&2
     exit 2 ;;
 esac
 kit=${RECAPTURE_KIT:-.devkit/site.tar.xz}
@@ -92,6 +93,9 @@ case $mode in
         ;;
     orbit)
         stage orbit_1024 570 python3 benchmarks/gpu_check.py --size 1024 --steps 400 --out "$OUT/orbit_1024.md" ;;
+    compile)
+        stage compile_576x1024 570 python3 benchmarks/finetune_step.py --sizes 14x576x1024 --grad-checkpointing on \
+            --weights-dtype bf16 --compile both --steps 10 --warmup 3 --no-flops --out "$OUT/compile_576x1024.md" ;;
     small)
         stage orbit_384 570 python3 benchmarks/gpu_check.py --out "$OUT/orbit_384.md" ;;
     tests)
