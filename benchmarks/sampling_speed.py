@@ -15,8 +15,9 @@ models start on the CPU and the time includes moving each of them to the GPU onc
 On CPU the tiny random model runs (the full-size one takes minutes per step there).
 
 ``--paths``: ``fast`` is ``generate`` as it runs (LoRAs merged into float32 weights for the call;
-on the CPU temporal convolutions through oneDNN and large tensors from the heap,
-``recapture.host_memory``); ``stock`` turns all three off, i.e. every LoRA branch, PyTorch's own
+on the CPU temporal convolutions through oneDNN, feed-forward layers in cache-sized blocks of rows
+(``recapture.sampling.cpu_forwards``) and large tensors from the heap, ``recapture.host_memory``);
+``stock`` turns them all off, i.e. every LoRA branch, diffusers' own forwards, PyTorch's own
 convolution choice and glibc's fresh mappings, as before they existed; ``no-reuse`` is ``fast``
 without the memory reuse. On the CPU "peak GiB" is the peak RSS during the row (its warm-up call
 included; the kernel's high-water mark is reset before each row); "system s" is the process's
@@ -98,16 +99,16 @@ def place(components: SVDComponents, device: torch.device) -> None:
 
 @contextlib.contextmanager
 def sampler_path(path: str):
-    """``stock``: without the sampler's oneDNN temporal convolutions (merge and memory reuse off via config)."""
+    """``stock``: without the sampler's CPU forwards (merge and memory reuse off via config)."""
     if path != "stock":
         yield
         return
-    real = session.onednn_temporal_convolutions
-    session.onednn_temporal_convolutions = lambda *modules: contextlib.nullcontext(0)
+    real = session.cpu_forwards
+    session.cpu_forwards = lambda *modules: contextlib.nullcontext()
     try:
         yield
     finally:
-        session.onednn_temporal_convolutions = real
+        session.cpu_forwards = real
 
 
 def reset_peak_rss() -> bool:

@@ -6,6 +6,7 @@ Memory options and their trade-offs are documented in ``recapture.sampling.sessi
 
 from recapture.sampling.conditioning import Conditioning, build_conditioning, guidance_ramp
 from recapture.sampling.config import DenoiseConfig, RefineConfig, SampleOutput, SamplingConfig
+from recapture.sampling.cpu_forwards import blocked_feed_forwards, onednn_temporal_convolutions
 from recapture.sampling.decode import decode_latents
 from recapture.sampling.loop import (
     denoise,
@@ -16,12 +17,7 @@ from recapture.sampling.loop import (
     strength_sigmas,
 )
 from recapture.sampling.sampler import generate, sdedit_refine
-from recapture.sampling.session import (
-    merged_lora,
-    onednn_temporal_convolutions,
-    sampling_session,
-    use_adapters,
-)
+from recapture.sampling.session import merged_lora, sampling_session, use_adapters
 
 __all__ = [
     "Conditioning",
@@ -29,6 +25,7 @@ __all__ = [
     "RefineConfig",
     "SampleOutput",
     "SamplingConfig",
+    "blocked_feed_forwards",
     "build_conditioning",
     "decode_latents",
     "denoise",

@@ -28,6 +28,8 @@ Memory options and their trade-offs (full SVD: UNet 1.5 B parameters, VAE 98 M, 
 * On the CPU, the temporal ``(k, 1, 1)`` convolutions (UNet and VAE decoder) run through oneDNN for
   the call: PyTorch otherwise sends them to its unoptimised ``slow_conv3d`` kernel when running
   single-threaded (2-4x slower; with several threads it already picks oneDNN, the same kernel).
+  The GEGLU feed-forward layers run their rows in cache-sized blocks (the same bits);
+  :mod:`recapture.sampling.cpu_forwards`.
 * On the CPU (Linux, glibc), large tensors come from the process heap for the call
   (``reuse_host_memory``, :mod:`recapture.host_memory`) instead of a fresh memory mapping each,
   which the kernel faults in and zeroes on first touch: the same bits, less system time, a higher
@@ -50,6 +52,7 @@ import torch
 
 from recapture.adaptation import SVDComponents, set_active_adapters
 from recapture.host_memory import reused_host_memory
+from recapture.sampling.cpu_forwards import cpu_forwards
 from recapture.utils import RecaptureError
 
 log = logging.getLogger(__name__)
@@ -197,56 +200,6 @@ def merged_lora(unet: torch.nn.Module, enabled: bool = True) -> Iterator[int]:
                 layer.merged_adapters.clear()
 
 
-def _onednn_temporal_forward(conv: torch.nn.Conv3d):
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        if x.device.type != "cpu" or x.dtype != torch.float32 or torch.is_grad_enabled():
-            return conv._conv_forward(x, conv.weight, conv.bias)
-        return torch.ops.aten.mkldnn_convolution(
-            x, conv.weight, conv.bias, list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups
-        )
-
-    return forward
-
-
-# narrower temporal convolutions (the VAE's 3-channel output one) are faster on PyTorch's own kernel
-_ONEDNN_MIN_CHANNELS = 8
-
-
-@contextlib.contextmanager
-def onednn_temporal_convolutions(*modules: torch.nn.Module) -> Iterator[int]:
-    """Run the float32 ``(k, 1, 1)`` ``Conv3d`` layers of ``modules`` through oneDNN inside the block (CPU).
-
-    PyTorch sends a convolution whose kernel is 1x1 in its last two dimensions to its unoptimised
-    ``slow_conv3d`` when it runs single-threaded with a batch under 16; oneDNN computes the same
-    convolution 2-4x faster (equal to float32 rounding; the very kernel PyTorch itself picks with
-    several threads). Layers on another device or dtype, with gradients on, or with fewer than 8
-    input channels keep the stock path. On exit the layers' own ``forward`` is back.
-
-    Yields:
-        the number of layers rerouted.
-    """
-    convs = []
-    if torch.backends.mkldnn.is_available():
-        for module in modules:
-            for m in module.modules():
-                if (
-                    isinstance(m, torch.nn.Conv3d)
-                    and tuple(m.kernel_size[1:]) == (1, 1)
-                    and m.padding_mode == "zeros"
-                    and not isinstance(m.padding, str)
-                    and m.in_channels >= _ONEDNN_MIN_CHANNELS
-                    and "forward" not in vars(m)
-                ):
-                    convs.append(m)
-    try:
-        for conv in convs:
-            conv.forward = _onednn_temporal_forward(conv)
-        yield len(convs)
-    finally:
-        for conv in convs:
-            vars(conv).pop("forward", None)
-
-
 def execution_device(components: SVDComponents, cpu_offload: bool) -> torch.device:
     """Device the sampling runs on: the UNet's, or the current CUDA device when offloading from the CPU."""
     device = next(components.unet.parameters()).device
@@ -294,6 +247,6 @@ def sampling_session(
             stack.enter_context(components.placed(device, ("vae", "image_encoder")))
         stack.enter_context(merged_lora(components.unet, merge_lora))
         if device.type == "cpu":
-            stack.enter_context(onednn_temporal_convolutions(components.unet, components.vae))
+            stack.enter_context(cpu_forwards(components.unet, components.vae))
             stack.enter_context(reused_host_memory(reuse_host_memory))
         yield device

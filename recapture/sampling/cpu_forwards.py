@@ -1,0 +1,272 @@
+"""CPU forwards for sampling: the same arithmetic as diffusers' modules, arranged for a CPU's kernels.
+
+Each context manager swaps a module's ``forward`` for the block and puts the class's own back on
+exit; every swapped forward falls back to the stock one for anything it was not made for (another
+device or dtype, gradients on, training-mode dropout, unmerged LoRA branches). Measured effects:
+``benchmarks/README.md``, "Sampling (CPU)".
+
+* :func:`onednn_temporal_convolutions`: the temporal ``(k, 1, 1)`` ``Conv3d`` layers (UNet and VAE
+  decoder) through oneDNN; PyTorch sends them to its unoptimised ``slow_conv3d`` kernel when
+  running single-threaded (2-4x slower; with several threads it picks oneDNN itself).
+* :func:`blocked_feed_forwards`: a GEGLU feed-forward (``FeedForward`` of every SVD transformer
+  block) runs its rows in blocks whose 2x-wide intermediate fits the caches, instead of writing and
+  re-reading tensors of tens of MB (a 14x256x384 CFG call's top-level projection is 43008x256
+  floats) three times; the same bits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["blocked_feed_forwards", "cpu_forwards", "lean_attention", "onednn_temporal_convolutions"]
+
+
+def _onednn_temporal_forward(conv: torch.nn.Conv3d):
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        if x.device.type != "cpu" or x.dtype != torch.float32 or torch.is_grad_enabled():
+            return conv._conv_forward(x, conv.weight, conv.bias)
+        return torch.ops.aten.mkldnn_convolution(
+            x, conv.weight, conv.bias, list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups
+        )
+
+    return forward
+
+
+# narrower temporal convolutions (the VAE's 3-channel output one) are faster on PyTorch's own kernel
+_ONEDNN_MIN_CHANNELS = 8
+
+
+@contextlib.contextmanager
+def onednn_temporal_convolutions(*modules: torch.nn.Module) -> Iterator[int]:
+    """Run the float32 ``(k, 1, 1)`` ``Conv3d`` layers of ``modules`` through oneDNN inside the block (CPU).
+
+    PyTorch sends a convolution whose kernel is 1x1 in its last two dimensions to its unoptimised
+    ``slow_conv3d`` when it runs single-threaded with a batch under 16; oneDNN computes the same
+    convolution 2-4x faster (equal to float32 rounding; the very kernel PyTorch itself picks with
+    several threads). Layers on another device or dtype, with gradients on, or with fewer than 8
+    input channels keep the stock path. On exit the layers' own ``forward`` is back.
+
+    Yields:
+        the number of layers rerouted.
+    """
+    convs = []
+    if torch.backends.mkldnn.is_available():
+        for module in modules:
+            for m in module.modules():
+                if (
+                    isinstance(m, torch.nn.Conv3d)
+                    and tuple(m.kernel_size[1:]) == (1, 1)
+                    and m.padding_mode == "zeros"
+                    and not isinstance(m.padding, str)
+                    and m.in_channels >= _ONEDNN_MIN_CHANNELS
+                    and "forward" not in vars(m)
+                ):
+                    convs.append(m)
+    try:
+        for conv in convs:
+            conv.forward = _onednn_temporal_forward(conv)
+        yield len(convs)
+    finally:
+        for conv in convs:
+            vars(conv).pop("forward", None)
+
+
+# rows per block: fastest for the tiny model (32 -> 256 -> 32) and full-size SVD's top level
+# (320 -> 2560 -> 320) alike on a 2-core Xeon (benchmarks/README.md, "Sampling (CPU)"). Every block
+# has exactly this many rows (the last one overlaps its predecessor): with a few rows only, MKL
+# computes a matrix product differently (several threads split the sum over K), and the rows would
+# no longer have the whole product's bits.
+_FF_BLOCK_ROWS = 1024
+
+
+def _plain_linear(layer: torch.nn.Module) -> torch.nn.Linear | None:
+    """The ``nn.Linear`` that ``layer`` computes exactly: itself, or a PEFT layer's base layer where
+    its forward runs only that (adapters merged, or none active); None for anything else."""
+    try:
+        from peft.tuners.tuners_utils import BaseTunerLayer
+    except ImportError:  # pragma: no cover - peft is a dependency
+        BaseTunerLayer = ()  # noqa: N806
+    if isinstance(layer, BaseTunerLayer):
+        base = layer.get_base_layer()
+        if not isinstance(base, torch.nn.Linear) or isinstance(base, BaseTunerLayer):
+            return None
+        if layer.disable_adapters:  # PEFT unmerges a merged layer before running it
+            return None if layer.merged else base
+        active = [n for n in layer.active_adapters if n in getattr(layer, "lora_A", {})]
+        return base if layer.merged or not active else None
+    return layer if type(layer) is torch.nn.Linear else None
+
+
+def _geglu_parts(ff: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module] | None:
+    """``(GEGLU, output projection)`` of a diffusers ``FeedForward`` laid out as
+    ``[GEGLU, Dropout, Linear(, Dropout)]``; None for any other layout."""
+    from diffusers.models.activations import GEGLU
+
+    net = getattr(ff, "net", None)
+    if not isinstance(net, torch.nn.ModuleList) or len(net) not in (3, 4) or type(net[0]) is not GEGLU:
+        return None
+    if not all(isinstance(net[i], torch.nn.Dropout) for i in range(1, len(net)) if i != 2):
+        return None
+    return net[0], net[2]
+
+
+def _blocked_feed_forward(ff: torch.nn.Module, geglu: torch.nn.Module, out_layer: torch.nn.Module):
+    stock = type(ff).forward
+
+    def forward(hidden_states: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        x = hidden_states
+        first, last = _plain_linear(geglu.proj), _plain_linear(out_layer)
+        dropout = ff.training and any(m.p > 0 for m in ff.net if isinstance(m, torch.nn.Dropout))
+        if (
+            args
+            or kwargs
+            or first is None
+            or last is None
+            or dropout
+            or x.device.type != "cpu"
+            or torch.is_grad_enabled()
+            or torch.is_autocast_enabled("cpu")
+            or not x.dtype == first.weight.dtype == last.weight.dtype
+        ):
+            return stock(ff, hidden_states, *args, **kwargs)
+        w1, b1, w2, b2 = first.weight, first.bias, last.weight, last.bias
+        inner = w1.shape[0] // 2
+        rows = x.numel() // x.shape[-1]
+        block = _FF_BLOCK_ROWS
+        if rows <= block:
+            return stock(ff, hidden_states)
+        flat = x.reshape(rows, x.shape[-1])
+        out = x.new_empty(rows, w2.shape[0])
+        proj, act = x.new_empty(block, 2 * inner), x.new_empty(block, inner)
+        for start in range(0, rows, block):
+            start = min(start, rows - block)  # the last block overlaps: its rows get the same values again
+            rows_in = flat[start : start + block]
+            # F.linear of a 2-D input is addmm (bias) or mm: per row the same dot products, same bits
+            p = torch.mm(rows_in, w1.t(), out=proj) if b1 is None else torch.addmm(b1, rows_in, w1.t(), out=proj)
+            h = torch.mul(p[:, :inner], F.gelu(p[:, inner:]), out=act)  # GEGLU: hidden * gelu(gate)
+            if b2 is None:
+                torch.mm(h, w2.t(), out=out[start : start + block])
+            else:
+                torch.addmm(b2, h, w2.t(), out=out[start : start + block])
+        return out.view(*x.shape[:-1], w2.shape[0])
+
+    return forward
+
+
+@contextlib.contextmanager
+def blocked_feed_forwards(*modules: torch.nn.Module) -> Iterator[int]:
+    """Run the GEGLU feed-forward layers of ``modules`` in blocks of rows inside the block (CPU, no grad).
+
+    diffusers' ``FeedForward`` projects every token to ``2 x inner`` features, splits them, multiplies
+    one half by the GELU of the other and projects back: at the top level of a 14x256x384 CFG call,
+    tensors of 44 and 22 MB, each written and read again from memory. Here each block of rows goes
+    through all of it while its intermediate is in the caches (1024 rows per block). Every output row is
+    the same dot products in the same order: the same bits (``tests/sampling/test_cpu_forwards.py``;
+    checked on 1 and 2 threads for widths 32 to 1280). Calls on another device, with gradients
+    or autocast on, in training with dropout, or through LoRA branches that are not merged
+    (:func:`recapture.sampling.merged_lora`) run the stock forward. On exit the layers' own
+    ``forward`` is back.
+
+    Yields:
+        the number of feed-forward layers rerouted.
+    """
+    swapped = []
+    for module in modules:
+        for m in module.modules():
+            parts = _geglu_parts(m)
+            if parts is not None and "forward" not in vars(m):
+                swapped.append((m, parts))
+    try:
+        for ff, (geglu, out_layer) in swapped:
+            ff.forward = _blocked_feed_forward(ff, geglu, out_layer)
+        yield len(swapped)
+    finally:
+        for ff, _ in swapped:
+            vars(ff).pop("forward", None)
+
+
+class _LeanAttnProcessor:
+    """diffusers' ``AttnProcessor2_0`` without its no-ops, for the attention SVD's UNet and VAE run:
+    no mask, no spatial or group norm, no query/key norm, 3-D input, no gradients, CPU.
+
+    * A cross-attention over a single key token (SVD's image embedding, one token per frame) gives
+      every query the value itself: the softmax of one score is exactly 1 (``exp(0) / 1``), so the
+      query projection and the attention call are skipped; the output projection runs on the same
+      rows, so the result has the same bits.
+    * The final division by ``rescale_output_factor`` is skipped when that is 1 (``x / 1`` is ``x``).
+
+    Anything else goes to the stock processor.
+    """
+
+    def __init__(self, stock) -> None:
+        self.stock = stock
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None,
+                 *args, **kwargs):
+        if (
+            args
+            or kwargs
+            or attention_mask is not None
+            or attn.spatial_norm is not None
+            or attn.group_norm is not None
+            or attn.norm_q is not None
+            or attn.norm_k is not None
+            or (encoder_hidden_states is not None and attn.norm_cross)
+            or hidden_states.ndim != 3
+            or hidden_states.device.type != "cpu"
+            or torch.is_grad_enabled()
+            or torch.is_autocast_enabled("cpu")
+        ):
+            return self.stock(attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args, **kwargs)
+        residual = hidden_states
+        batch, queries = hidden_states.shape[:2]
+        context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
+        if encoder_hidden_states is not None and context.shape[1] == 1 and context.shape[0] == batch:
+            value = attn.to_v(context)
+            out = value.expand(batch, queries, value.shape[-1]).contiguous().to(hidden_states.dtype)
+        else:
+            query, key, value = attn.to_q(hidden_states), attn.to_k(context), attn.to_v(context)
+            heads = attn.heads
+            head_dim = key.shape[-1] // heads
+            query, key, value = (t.view(context.shape[0], -1, heads, head_dim).transpose(1, 2) for t in (query, key, value))
+            out = F.scaled_dot_product_attention(query, key, value, dropout_p=0.0, is_causal=False)
+            out = out.transpose(1, 2).reshape(context.shape[0], -1, heads * head_dim).to(query.dtype)
+        out = attn.to_out[1](attn.to_out[0](out))
+        if attn.residual_connection:
+            out = out + residual
+        if attn.rescale_output_factor != 1:
+            out = out / attn.rescale_output_factor
+        return out
+
+
+@contextlib.contextmanager
+def lean_attention(*modules: torch.nn.Module) -> Iterator[int]:
+    """Give the diffusers ``Attention`` layers of ``modules`` that run ``AttnProcessor2_0`` a processor
+    without its no-ops inside the block (CPU, no gradients; the same bits; see ``_LeanAttnProcessor``).
+
+    Yields:
+        the number of attention layers given it.
+    """
+    from diffusers.models.attention_processor import Attention, AttnProcessor2_0
+
+    layers = [m for module in modules for m in module.modules()
+              if isinstance(m, Attention) and type(m.processor) is AttnProcessor2_0]
+    saved = [(m, m.processor) for m in layers]
+    try:
+        for m, stock in saved:
+            m.processor = _LeanAttnProcessor(stock)
+        yield len(saved)
+    finally:
+        for m, stock in saved:
+            m.processor = stock
+
+
+@contextlib.contextmanager
+def cpu_forwards(*modules: torch.nn.Module) -> Iterator[None]:
+    """All of this module's CPU forwards for ``modules`` inside the block."""
+    with onednn_temporal_convolutions(*modules), blocked_feed_forwards(*modules), lean_attention(*modules):
+        yield
