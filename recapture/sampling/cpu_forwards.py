@@ -130,7 +130,7 @@ def _blocked_feed_forward(ff: torch.nn.Module, geglu: torch.nn.Module, out_layer
             or x.device.type != "cpu"
             or torch.is_grad_enabled()
             or torch.is_autocast_enabled("cpu")
-            or not x.dtype == first.weight.dtype == last.weight.dtype
+            or not x.dtype == first.weight.dtype == last.weight.dtype == torch.float32
         ):
             return stock(ff, hidden_states, *args, **kwargs)
         w1, b1, w2, b2 = first.weight, first.bias, last.weight, last.bias
@@ -166,8 +166,8 @@ def blocked_feed_forwards(*modules: torch.nn.Module) -> Iterator[int]:
     tensors of 44 and 22 MB, each written and read again from memory. Here each block of rows goes
     through all of it while its intermediate is in the caches (1024 rows per block). Every output row is
     the same dot products in the same order: the same bits (``tests/sampling/test_cpu_forwards.py``;
-    checked on 1 and 2 threads for widths 32 to 1280). Calls on another device, with gradients
-    or autocast on, in training with dropout, or through LoRA branches that are not merged
+    checked on 1 and 2 threads for widths 32 to 1280, float32). Calls in another dtype or on another
+    device, with gradients or autocast on, in training with dropout, or through LoRA branches that are not merged
     (:func:`recapture.sampling.merged_lora`) run the stock forward. On exit the layers' own
     ``forward`` is back.
 

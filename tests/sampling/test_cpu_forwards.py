@@ -60,6 +60,10 @@ def test_blocked_feed_forward_falls_back_where_it_does_not_apply():
         with torch.no_grad():
             # one block's rows or fewer: nothing to gain, the stock forward
             assert _ops(lambda: ff(x[: cpu_forwards._FF_BLOCK_ROWS]))["aten::addmm"] == 2
+            # bfloat16 (the same bits are checked for float32 only): the stock forward
+            ff.to(torch.bfloat16)
+            assert _ops(lambda: ff(x.detach().bfloat16()))["aten::addmm"] == 2
+            ff.float()
             # dropout in training mode: the stock forward draws the same mask from the same seed
             ff.net[1].p = 0.5
             ff.train()
