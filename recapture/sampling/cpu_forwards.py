@@ -75,11 +75,12 @@ def onednn_temporal_convolutions(*modules: torch.nn.Module) -> Iterator[int]:
             vars(conv).pop("forward", None)
 
 
-# rows per block: fastest for the tiny model (32 -> 256 -> 32) and full-size SVD's top level
-# (320 -> 2560 -> 320) alike on a 2-core Xeon (benchmarks/README.md, "Sampling (CPU)"). Every block
-# has exactly this many rows (the last one overlaps its predecessor): with a few rows only, MKL
-# computes a matrix product differently (several threads split the sum over K), and the rows would
-# no longer have the whole product's bits.
+# rows per block at least: fastest for the tiny model (32 -> 256 -> 32) and full-size SVD's top level
+# (320 -> 2560 -> 320) alike on a 2-core Xeon (2048 nearly so; benchmarks/README.md, "Sampling
+# (CPU)"). The rows are cut into equal blocks of this to twice this (the last one overlapping its
+# predecessor by the remainder): with fewer rows MKL may compute a matrix product differently
+# (at 2 threads, K = 5120 and 513 rows it splits the sum over K), and a block's rows would no
+# longer have the whole product's bits.
 _FF_BLOCK_ROWS = 1024
 
 
@@ -136,9 +137,10 @@ def _blocked_feed_forward(ff: torch.nn.Module, geglu: torch.nn.Module, out_layer
         w1, b1, w2, b2 = first.weight, first.bias, last.weight, last.bias
         inner = w1.shape[0] // 2
         rows = x.numel() // x.shape[-1]
-        block = _FF_BLOCK_ROWS
-        if rows <= block:
+        blocks = rows // _FF_BLOCK_ROWS
+        if blocks < 2:
             return stock(ff, hidden_states)
+        block = -(-rows // blocks)  # equal blocks of _FF_BLOCK_ROWS to twice that
         flat = x.reshape(rows, x.shape[-1])
         out = x.new_empty(rows, w2.shape[0])
         proj, act = x.new_empty(block, 2 * inner), x.new_empty(block, inner)
@@ -164,7 +166,7 @@ def blocked_feed_forwards(*modules: torch.nn.Module) -> Iterator[int]:
     diffusers' ``FeedForward`` projects every token to ``2 x inner`` features, splits them, multiplies
     one half by the GELU of the other and projects back: at the top level of a 14x256x384 CFG call,
     tensors of 44 and 22 MB, each written and read again from memory. Here each block of rows goes
-    through all of it while its intermediate is in the caches (1024 rows per block). Every output row is
+    through all of it while its intermediate is in the caches (1024-2047 rows per block). Every output row is
     the same dot products in the same order: the same bits (``tests/sampling/test_cpu_forwards.py``;
     checked on 1 and 2 threads for widths 32 to 1280, float32). Calls in another dtype or on another
     device, with gradients or autocast on, in training with dropout, or through LoRA branches that are not merged
