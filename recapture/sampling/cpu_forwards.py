@@ -12,6 +12,9 @@ device or dtype, gradients on, training-mode dropout, unmerged LoRA branches). M
   block) runs its rows in blocks whose 2x-wide intermediate fits the caches, instead of writing and
   re-reading tensors of tens of MB (a 14x256x384 CFG call's top-level projection is 43008x256
   floats) three times; the same bits.
+* :func:`lean_attention`: diffusers' ``AttnProcessor2_0`` without its no-ops: a cross-attention over
+  one key token (SVD's image embedding) gives every query the value itself, so the query projection
+  and the attention call are skipped; the same bits.
 """
 
 from __future__ import annotations
