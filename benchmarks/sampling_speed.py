@@ -16,7 +16,8 @@ On CPU the tiny random model runs (the full-size one takes minutes per step ther
 
 ``--paths``: ``fast`` is ``generate`` as it runs (LoRAs merged into float32 weights for the call;
 on the CPU temporal convolutions through oneDNN, feed-forward layers in cache-sized blocks of rows
-(``recapture.sampling.cpu_forwards``) and large tensors from the heap, ``recapture.host_memory``);
+and single-token cross-attention without the attention call (``recapture.sampling.cpu_forwards``),
+and large tensors from the heap, ``recapture.host_memory``);
 ``stock`` turns them all off, i.e. every LoRA branch, diffusers' own forwards, PyTorch's own
 convolution choice and glibc's fresh mappings, as before they existed; ``no-reuse`` is ``fast``
 without the memory reuse. On the CPU "peak GiB" is the peak RSS during the row (its warm-up call

@@ -6,7 +6,11 @@ Memory options and their trade-offs are documented in ``recapture.sampling.sessi
 
 from recapture.sampling.conditioning import Conditioning, build_conditioning, guidance_ramp
 from recapture.sampling.config import DenoiseConfig, RefineConfig, SampleOutput, SamplingConfig
-from recapture.sampling.cpu_forwards import blocked_feed_forwards, onednn_temporal_convolutions
+from recapture.sampling.cpu_forwards import (
+    blocked_feed_forwards,
+    lean_attention,
+    onednn_temporal_convolutions,
+)
 from recapture.sampling.decode import decode_latents
 from recapture.sampling.loop import (
     denoise,
@@ -32,6 +36,7 @@ __all__ = [
     "fresh_scheduler",
     "generate",
     "guidance_ramp",
+    "lean_attention",
     "merged_lora",
     "noise_to_step",
     "onednn_temporal_convolutions",

@@ -20,12 +20,25 @@ device or dtype, gradients on, training-mode dropout, unmerged LoRA branches). M
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
 
 __all__ = ["blocked_feed_forwards", "cpu_forwards", "lean_attention", "onednn_temporal_convolutions"]
+
+
+@contextlib.contextmanager
+def _swapped_forwards(swaps: list[tuple[torch.nn.Module, Callable]]) -> Iterator[int]:
+    """Give each module its ``forward`` for the block (an instance attribute over the class's own);
+    remove them on exit. Yields how many were swapped."""
+    try:
+        for module, forward in swaps:
+            module.forward = forward
+        yield len(swaps)
+    finally:
+        for module, _ in swaps:
+            vars(module).pop("forward", None)
 
 
 def _onednn_temporal_forward(conv: torch.nn.Conv3d):
@@ -69,13 +82,8 @@ def onednn_temporal_convolutions(*modules: torch.nn.Module) -> Iterator[int]:
                     and "forward" not in vars(m)
                 ):
                     convs.append(m)
-    try:
-        for conv in convs:
-            conv.forward = _onednn_temporal_forward(conv)
-        yield len(convs)
-    finally:
-        for conv in convs:
-            vars(conv).pop("forward", None)
+    with _swapped_forwards([(conv, _onednn_temporal_forward(conv)) for conv in convs]) as count:
+        yield count
 
 
 # rows per block at least: fastest for the tiny model (32 -> 256 -> 32) and full-size SVD's top level
@@ -90,13 +98,11 @@ _FF_BLOCK_ROWS = 1024
 def _plain_linear(layer: torch.nn.Module) -> torch.nn.Linear | None:
     """The ``nn.Linear`` that ``layer`` computes exactly: itself, or a PEFT layer's base layer where
     its forward runs only that (adapters merged, or none active); None for anything else."""
-    try:
-        from peft.tuners.tuners_utils import BaseTunerLayer
-    except ImportError:  # pragma: no cover - peft is a dependency
-        BaseTunerLayer = ()  # noqa: N806
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
     if isinstance(layer, BaseTunerLayer):
         base = layer.get_base_layer()
-        if not isinstance(base, torch.nn.Linear) or isinstance(base, BaseTunerLayer):
+        if type(base) is not torch.nn.Linear:
             return None
         if layer.disable_adapters:  # PEFT unmerges a merged layer before running it
             return None if layer.merged else base
@@ -116,6 +122,14 @@ def _geglu_parts(ff: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module]
     if not all(isinstance(net[i], torch.nn.Dropout) for i in range(1, len(net)) if i != 2):
         return None
     return net[0], net[2]
+
+
+def _linear_into(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, out: torch.Tensor) -> torch.Tensor:
+    """``F.linear(x, weight, bias)`` of a 2-D ``x`` written into ``out``: the ``addmm`` (or ``mm``) that
+    F.linear runs, so per row the same dot products and the same bits."""
+    if bias is None:
+        return torch.mm(x, weight.t(), out=out)
+    return torch.addmm(bias, x, weight.t(), out=out)
 
 
 def _blocked_feed_forward(ff: torch.nn.Module, geglu: torch.nn.Module, out_layer: torch.nn.Module):
@@ -149,14 +163,9 @@ def _blocked_feed_forward(ff: torch.nn.Module, geglu: torch.nn.Module, out_layer
         proj, act = x.new_empty(block, 2 * inner), x.new_empty(block, inner)
         for start in range(0, rows, block):
             start = min(start, rows - block)  # the last block overlaps: its rows get the same values again
-            rows_in = flat[start : start + block]
-            # F.linear of a 2-D input is addmm (bias) or mm: per row the same dot products, same bits
-            p = torch.mm(rows_in, w1.t(), out=proj) if b1 is None else torch.addmm(b1, rows_in, w1.t(), out=proj)
+            p = _linear_into(flat[start : start + block], w1, b1, proj)
             h = torch.mul(p[:, :inner], F.gelu(p[:, inner:]), out=act)  # GEGLU: hidden * gelu(gate)
-            if b2 is None:
-                torch.mm(h, w2.t(), out=out[start : start + block])
-            else:
-                torch.addmm(b2, h, w2.t(), out=out[start : start + block])
+            _linear_into(h, w2, b2, out[start : start + block])
         return out.view(*x.shape[:-1], w2.shape[0])
 
     return forward
@@ -179,19 +188,14 @@ def blocked_feed_forwards(*modules: torch.nn.Module) -> Iterator[int]:
     Yields:
         the number of feed-forward layers rerouted.
     """
-    swapped = []
+    swaps = []
     for module in modules:
         for m in module.modules():
             parts = _geglu_parts(m)
             if parts is not None and "forward" not in vars(m):
-                swapped.append((m, parts))
-    try:
-        for ff, (geglu, out_layer) in swapped:
-            ff.forward = _blocked_feed_forward(ff, geglu, out_layer)
-        yield len(swapped)
-    finally:
-        for ff, _ in swapped:
-            vars(ff).pop("forward", None)
+                swaps.append((m, _blocked_feed_forward(m, *parts)))
+    with _swapped_forwards(swaps) as count:
+        yield count
 
 
 class _LeanAttnProcessor:
