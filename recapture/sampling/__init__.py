@@ -9,6 +9,7 @@ from recapture.sampling.config import DenoiseConfig, RefineConfig, SampleOutput,
 from recapture.sampling.cpu_forwards import (
     blocked_feed_forwards,
     lean_attention,
+    lean_resnets,
     onednn_temporal_convolutions,
 )
 from recapture.sampling.decode import decode_latents
@@ -37,6 +38,7 @@ __all__ = [
     "generate",
     "guidance_ramp",
     "lean_attention",
+    "lean_resnets",
     "merged_lora",
     "noise_to_step",
     "onednn_temporal_convolutions",

@@ -15,6 +15,10 @@ device or dtype, gradients on, training-mode dropout, unmerged LoRA branches). M
 * :func:`lean_attention`: diffusers' ``AttnProcessor2_0`` without its no-ops: a cross-attention over
   one key token (SVD's image embedding) gives every query the value itself, so the query projection
   and the attention call are skipped; the same bits.
+* :func:`lean_resnets`: diffusers' ResNet blocks (``ResnetBlock2D``, ``TemporalResnetBlock``,
+  ``SpatioTemporalResBlock``) with their SiLUs, time-embedding and residual additions and the
+  spatio-temporal blend written into tensors the block made itself, instead of new ones, and without
+  the division by an ``output_scale_factor`` of 1; the same bits.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from collections.abc import Callable, Iterator
 import torch
 import torch.nn.functional as F
 
-__all__ = ["blocked_feed_forwards", "cpu_forwards", "lean_attention", "onednn_temporal_convolutions"]
+__all__ = ["blocked_feed_forwards", "cpu_forwards", "lean_attention", "lean_resnets", "onednn_temporal_convolutions"]
 
 
 @contextlib.contextmanager
@@ -274,8 +278,166 @@ def lean_attention(*modules: torch.nn.Module) -> Iterator[int]:
             m.processor = stock
 
 
+def _lean_applies(x: torch.Tensor) -> bool:
+    """Whether a lean ResNet forward runs for input ``x``: CPU float32, no gradients, no autocast."""
+    return (
+        x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and not torch.is_grad_enabled()
+        and not torch.is_autocast_enabled("cpu")
+    )
+
+
+def _writable_into(x: torch.Tensor, other: torch.Tensor) -> bool:
+    """Whether ``x op other`` can be written into ``x``: the result has ``x``'s shape and dtype, and
+    ``other`` does not share its memory."""
+    return (
+        torch.broadcast_shapes(x.shape, other.shape) == x.shape
+        and torch.result_type(x, other) == x.dtype
+        and x.untyped_storage().data_ptr() != other.untyped_storage().data_ptr()
+    )
+
+
+def _add_into(x: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+    """``x + other``, written into ``x`` where :func:`_writable_into` allows, else a new tensor. Float
+    addition is commutative, so ``x + other`` and ``other + x`` are the same bits. ``x`` must be the
+    caller's own temporary (a layer's fresh output that nothing else holds)."""
+    return x.add_(other) if _writable_into(x, other) else x + other
+
+
+def _mul_into(x: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+    """``x * other``, written into ``x`` where :func:`_writable_into` allows; see :func:`_add_into`."""
+    return x.mul_(other) if _writable_into(x, other) else x * other
+
+
+def _lean_resnet_2d(block: torch.nn.Module):
+    stock = type(block).forward
+
+    def forward(input_tensor: torch.Tensor, temb: torch.Tensor | None, *args, **kwargs) -> torch.Tensor:
+        if (
+            args
+            or kwargs
+            or not _lean_applies(input_tensor)
+            or block.upsample is not None
+            or block.downsample is not None
+            or block.time_embedding_norm != "default"
+        ):
+            return stock(block, input_tensor, temb, *args, **kwargs)
+        # diffusers' ResnetBlock2D.forward for this layout, step by step
+        hidden = block.conv1(F.silu(block.norm1(input_tensor), inplace=True))
+        if block.time_emb_proj is not None:
+            if not block.skip_time_act:
+                temb = block.nonlinearity(temb)
+            temb = block.time_emb_proj(temb)[:, :, None, None]
+        if temb is not None:
+            hidden = _add_into(hidden, temb)
+        hidden = block.conv2(block.dropout(F.silu(block.norm2(hidden), inplace=True)))
+        shortcut = input_tensor if block.conv_shortcut is None else block.conv_shortcut(input_tensor)
+        out = _add_into(hidden, shortcut)
+        return out if block.output_scale_factor == 1 else out / block.output_scale_factor
+
+    return forward
+
+
+def _lean_temporal_resnet(block: torch.nn.Module):
+    stock = type(block).forward
+
+    def forward(input_tensor: torch.Tensor, temb: torch.Tensor | None) -> torch.Tensor:
+        if not _lean_applies(input_tensor):
+            return stock(block, input_tensor, temb)
+        # diffusers' TemporalResnetBlock.forward, step by step
+        hidden = block.conv1(F.silu(block.norm1(input_tensor), inplace=True))
+        if block.time_emb_proj is not None:
+            temb = block.time_emb_proj(block.nonlinearity(temb))[:, :, :, None, None].permute(0, 2, 1, 3, 4)
+            hidden = _add_into(hidden, temb)
+        hidden = block.conv2(block.dropout(F.silu(block.norm2(hidden), inplace=True)))
+        shortcut = input_tensor if block.conv_shortcut is None else block.conv_shortcut(input_tensor)
+        return _add_into(hidden, shortcut)
+
+    return forward
+
+
+def _lean_spatio_temporal_resnet(block: torch.nn.Module):
+    stock = type(block).forward
+
+    def forward(
+        hidden_states: torch.Tensor,
+        temb: torch.Tensor | None = None,
+        image_only_indicator: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        if not _lean_applies(hidden_states) or image_only_indicator is None:
+            return stock(block, hidden_states, temb, image_only_indicator)
+        # diffusers' SpatioTemporalResBlock.forward with AlphaBlender.forward inlined
+        num_frames = image_only_indicator.shape[-1]
+        spatial = block.spatial_res_block(hidden_states, temb)
+        batch_frames, channels, height, width = spatial.shape
+        batch = batch_frames // num_frames
+        spatial = spatial[None, :].reshape(batch, num_frames, channels, height, width).permute(0, 2, 1, 3, 4)
+        if temb is not None:
+            temb = temb.reshape(batch, num_frames, -1)
+        temporal = block.temporal_res_block(spatial, temb)
+        mixer = block.time_mixer
+        alpha = mixer.get_alpha(image_only_indicator, spatial.ndim).to(spatial.dtype)
+        if mixer.switch_spatial_to_temporal_mix:
+            alpha = 1.0 - alpha
+        if temporal.untyped_storage().data_ptr() == spatial.untyped_storage().data_ptr():
+            weighted = (1.0 - alpha) * temporal  # not a tensor of its own: leave it as it is
+        else:
+            weighted = _mul_into(temporal, 1.0 - alpha)
+        mixed = _add_into(alpha * spatial, weighted)  # alpha * spatial + (1 - alpha) * temporal
+        return mixed.permute(0, 2, 1, 3, 4).reshape(batch_frames, channels, height, width)
+
+    return forward
+
+
+@contextlib.contextmanager
+def lean_resnets(*modules: torch.nn.Module) -> Iterator[int]:
+    """Run the ResNet blocks of ``modules`` (SVD's UNet and VAE) without new tensors for their
+    elementwise steps inside the block (CPU, float32, no gradients or autocast).
+
+    diffusers' blocks write every SiLU, the time-embedding and residual additions and the
+    spatio-temporal blend ``alpha * spatial + (1 - alpha) * temporal`` into a new tensor, and divide
+    the output by ``output_scale_factor`` (1 in SVD). Here each of these steps writes into the
+    temporary it reads (a group norm's or convolution's own output), and the division by 1 is
+    skipped: the same operations in the same order, so the same bits
+    (``tests/sampling/test_cpu_forwards.py``). On the decoder's full-resolution activations (tens of
+    MB each) that saves memory traffic. Blocks that up- or downsample, use another time-embedding
+    norm or activation, or run another merge strategy keep the stock forward, as does every call on
+    another device or dtype, with gradients or with autocast. On exit the blocks' own ``forward`` is
+    back.
+
+    Yields:
+        the number of blocks given a lean forward.
+    """
+    from diffusers.models.resnet import (
+        AlphaBlender,
+        ResnetBlock2D,
+        SpatioTemporalResBlock,
+        TemporalResnetBlock,
+    )
+
+    swaps = []
+    for module in modules:
+        for m in module.modules():
+            if "forward" in vars(m):
+                continue
+            if type(m) is ResnetBlock2D and type(m.nonlinearity) is torch.nn.SiLU:
+                swaps.append((m, _lean_resnet_2d(m)))
+            elif type(m) is TemporalResnetBlock and type(m.nonlinearity) is torch.nn.SiLU:
+                swaps.append((m, _lean_temporal_resnet(m)))
+            elif type(m) is SpatioTemporalResBlock and type(m.time_mixer) is AlphaBlender:
+                swaps.append((m, _lean_spatio_temporal_resnet(m)))
+    with _swapped_forwards(swaps) as count:
+        yield count
+
+
 @contextlib.contextmanager
 def cpu_forwards(*modules: torch.nn.Module) -> Iterator[None]:
     """All of this module's CPU forwards for ``modules`` inside the block."""
-    with onednn_temporal_convolutions(*modules), blocked_feed_forwards(*modules), lean_attention(*modules):
+    with (
+        onednn_temporal_convolutions(*modules),
+        blocked_feed_forwards(*modules),
+        lean_attention(*modules),
+        lean_resnets(*modules),
+    ):
         yield

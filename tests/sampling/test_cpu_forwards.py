@@ -13,13 +13,14 @@ import pytest
 import torch
 from diffusers.models.attention import FeedForward
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
+from diffusers.models.resnet import SpatioTemporalResBlock
 from torch.profiler import ProfilerActivity, profile
 
 import recapture.sampling.cpu_forwards as cpu_forwards
 import recapture.sampling.session as session
 from recapture.adaptation import LoRAConfig, add_recapture_adapters, build_tiny_components
 from recapture.sampling import SamplingConfig, blocked_feed_forwards, generate, merged_lora
-from recapture.sampling.cpu_forwards import _plain_linear, lean_attention
+from recapture.sampling.cpu_forwards import _plain_linear, lean_attention, lean_resnets
 
 
 def _ops(fn) -> dict[str, int]:
@@ -138,6 +139,74 @@ def test_lean_attention_leaves_other_attention_to_the_stock_processor():
     assert x.grad is not None and x.grad.abs().max() < 1e-6
 
 
+def _resnet(unet_like: bool, seed: int = 0):
+    """A SpatioTemporalResBlock as SVD's UNet has them (time embedding, 32 -> 64 channels: shortcut
+    convolutions, mixing learned with images) or as its VAE decoder (no time embedding, learned mixing,
+    switched), with its norms' affine parameters and mixing factor made non-trivial."""
+    from diffusers.models.resnet import SpatioTemporalResBlock
+
+    torch.manual_seed(seed)
+    if unet_like:
+        block = SpatioTemporalResBlock(32, 64, temb_channels=48, eps=1e-5, merge_strategy="learned_with_images")
+    else:
+        block = SpatioTemporalResBlock(32, 32, temb_channels=None, eps=1e-6, temporal_eps=1e-5,
+                                       merge_strategy="learned", switch_spatial_to_temporal_mix=True)
+    with torch.no_grad():
+        for name, param in block.named_parameters():
+            if "norm" in name or "mix_factor" in name:
+                param.copy_(torch.randn_like(param))
+    return block.eval()
+
+
+@pytest.mark.parametrize("unet_like", [True, False])
+def test_lean_resnets_give_the_stock_bits(unet_like):
+    frames = 3
+    block = _resnet(unet_like)
+    x = torch.randn(2 * frames, 32, 12, 10)
+    temb = torch.randn(2 * frames, 48) if unet_like else None
+    indicator = torch.zeros(2, frames)
+    kept = x.clone(), None if temb is None else temb.clone()
+    with torch.no_grad():
+        stock = block(x, temb, image_only_indicator=indicator)
+        stock_ops = _ops(lambda: block(x, temb, image_only_indicator=indicator))
+        with lean_resnets(block) as count:
+            assert count == 3  # the spatio-temporal block, its spatial and its temporal ResNet
+            lean = block(x, temb, image_only_indicator=indicator)
+            lean_ops = _ops(lambda: block(x, temb, image_only_indicator=indicator))
+    assert torch.equal(lean, stock)
+    assert torch.equal(x, kept[0]) and (temb is None or torch.equal(temb, kept[1]))  # inputs untouched
+    assert not any("forward" in vars(m) for m in block.modules())
+    # the stock forward divides by output_scale_factor (1) and writes every SiLU into a new tensor
+    assert stock_ops.get("aten::div", 0) >= 1 and "aten::div" not in lean_ops
+    assert "aten::silu_" not in stock_ops and lean_ops["aten::silu_"] == 4  # two per ResNet
+
+
+def test_lean_resnets_leave_other_blocks_and_gradients_to_the_stock_forward():
+    from diffusers.models.resnet import ResnetBlock2D
+
+    torch.manual_seed(0)
+    x, temb = torch.randn(2, 32, 8, 8), torch.randn(2, 16)
+    others = [
+        ResnetBlock2D(in_channels=32, temb_channels=16, up=True).eval(),
+        ResnetBlock2D(in_channels=32, temb_channels=32, time_embedding_norm="scale_shift").eval(),
+        ResnetBlock2D(in_channels=32, temb_channels=16, non_linearity="mish").eval(),
+    ]
+    for block in others:
+        t = torch.randn(2, 32) if block.time_embedding_norm == "scale_shift" else temb
+        with torch.no_grad():
+            stock = block(x, t)
+            with lean_resnets(block) as count:
+                ops = _ops(lambda block=block, t=t: block(x, t))
+                assert torch.equal(block(x, t), stock)
+        assert "aten::silu_" not in ops and count == (type(block.nonlinearity) is torch.nn.SiLU)
+    block = _resnet(True)
+    x = torch.randn(6, 32, 6, 5, requires_grad=True)
+    with lean_resnets(block):  # gradients: in-place steps would break the graph; the stock forward runs
+        out = block(x, torch.randn(6, 48), image_only_indicator=torch.zeros(2, 3))
+        out.square().sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
 def test_generate_gives_the_same_video_with_and_without_the_cpu_forwards(perturb, image, monkeypatch):
     components = build_tiny_components(seed=0)
     add_recapture_adapters(components.unet, LoRAConfig(rank=4))
@@ -156,18 +225,20 @@ def test_generate_gives_the_same_video_with_and_without_the_cpu_forwards(perturb
             seen.append((
                 sum(isinstance(m, FeedForward) and "forward" in vars(m) for m in modules),
                 sum(isinstance(m, Attention) and type(m.processor) is not AttnProcessor2_0 for m in modules),
+                sum(isinstance(m, SpatioTemporalResBlock) and "forward" in vars(m) for m in modules),
             ))
             yield
 
     monkeypatch.setattr(session, "cpu_forwards", spy)
     fast = generate(components, image, 3, config, progress=False)
-    # diffusers' own feed-forward and attention (the oneDNN convolutions stay: they are not the same bits)
-    for name in ("blocked_feed_forwards", "lean_attention"):
+    # diffusers' own feed-forward, attention and ResNets (the oneDNN convolutions stay: they are not
+    # the same bits)
+    for name in ("blocked_feed_forwards", "lean_attention", "lean_resnets"):
         monkeypatch.setattr(cpu_forwards, name, lambda *modules: contextlib.nullcontext(0))
     stock = generate(components, image, 3, config, progress=False)
     assert seen and min(seen[0]) > 0, seen
     assert torch.equal(fast.frames, stock.frames)
-    assert not any("forward" in vars(m) for m in components.unet.modules())
+    assert not any("forward" in vars(m) for m in [*components.unet.modules(), *components.vae.modules()])
     with merged_lora(components.unet):  # what sampling runs: merged layers are plain linear layers
         proj = next(m for m in components.unet.modules() if isinstance(m, FeedForward)).net[0].proj
         assert _plain_linear(proj) is not None
