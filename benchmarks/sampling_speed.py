@@ -16,7 +16,8 @@ On CPU the tiny random model runs (the full-size one takes minutes per step ther
 
 ``--paths``: ``fast`` is ``generate`` as it runs (LoRAs merged into float32 weights for the call;
 on the CPU temporal convolutions through oneDNN, feed-forward layers in cache-sized blocks of rows
-and single-token cross-attention without the attention call (``recapture.sampling.cpu_forwards``),
+single-token cross-attention without the attention call, ResNet blocks that write their SiLUs and
+sums into their own temporaries (``recapture.sampling.cpu_forwards``),
 and large tensors from the heap, ``recapture.host_memory``);
 ``stock`` turns them all off, i.e. every LoRA branch, diffusers' own forwards, PyTorch's own
 convolution choice and glibc's fresh mappings, as before they existed; ``no-reuse`` is ``fast``
@@ -192,6 +193,9 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--paths", nargs="+", choices=["stock", "no-reuse", "fast"], default=["fast"],
                         help="sampler paths to time (see the module docstring); the diff column needs stock first")
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--interleave", action="store_true",
+                        help="time the paths in turns (one video each per round, --repeats rounds) and add the "
+                             "median of each round's ratio to stock: a drifting machine then moves both alike")
     parser.add_argument("--tiny", action="store_true", help="the tiny random model (always on CPU)")
     parser.add_argument("--components", default=None, metavar="SOURCE",
                         help="load a saved set instead (a folder, a hub id, or recapture-tiny: the shipped prior)")
@@ -226,6 +230,7 @@ def main(argv: list[str] | None = None) -> str:
         if module.dtype != dtype:
             module.to(dtype)
     if args.lora_rank > 0:
+        torch.manual_seed(0)  # PEFT draws the A matrices from the global generator: the same adapters every run
         add_recapture_adapters(components.unet, LoRAConfig(rank=args.lora_rank, convolutions=args.lora_convolutions))
         lora_init = torch.Generator().manual_seed(1)
         with torch.no_grad():
@@ -243,15 +248,16 @@ def main(argv: list[str] | None = None) -> str:
         f"{args.steps} Euler steps, guidance {args.min_guidance}->{args.max_guidance}"
         f"{' (CFG)' if args.max_guidance > 1 else ''}, decode chunk {args.decode_chunk_size}.",
         "",
-        "| frames x H x W | offload | path | s / video | s / step | decode s | system s | peak GiB | max \\|diff\\| vs stock |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+        "| frames x H x W | offload | path | s / video | s / step | decode s | system s | peak GiB | max \\|diff\\| vs stock |"
+        + (" x stock (median of rounds) |" if args.interleave else ""),
+        "|---|---|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if args.interleave else ""),
     ]
     for size in sizes:
         for offload in offloads:
             place(components, torch.device("cpu") if offload == "on" and cuda else device)
             stock_frames = None
-            for path in args.paths:
-                config = SamplingConfig(
+            configs = {
+                path: SamplingConfig(
                     num_inference_steps=args.steps,
                     min_guidance_scale=args.min_guidance,
                     max_guidance_scale=args.max_guidance,
@@ -261,6 +267,13 @@ def main(argv: list[str] | None = None) -> str:
                     merge_lora=path != "stock",
                     reuse_host_memory=path == "fast",
                 )
+                for path in args.paths
+            }
+            if args.interleave:
+                lines += interleaved_rows(components, size, offload, configs, args.repeats)
+                config = configs[args.paths[-1]]
+                continue
+            for path, config in configs.items():
                 try:
                     with sampler_path(path):
                         total, per_step, decode, system, peak, frames = run(components, size, config, args.repeats)
@@ -280,6 +293,43 @@ def main(argv: list[str] | None = None) -> str:
     table = "\n".join(lines)
     print(table)
     return table
+
+
+def interleaved_rows(components: SVDComponents, size: tuple[int, int, int], offload: str,
+                     configs: dict[str, SamplingConfig], rounds: int) -> list[str]:
+    """The paths timed in turns: a warm-up call each, then ``rounds`` rounds of one video per path.
+    Rows as in the main table (system s per video; no peak), plus each path's median ratio to stock
+    over the rounds."""
+    t, h, w = size
+    image = torch.rand(3, h, w, generator=torch.Generator().manual_seed(0))
+    outs = {path: [] for path in configs}
+    systems = {path: 0.0 for path in configs}
+    for path, config in configs.items():
+        with sampler_path(path):
+            generate(components, image, t, SamplingConfig(**{**vars(config), "num_inference_steps": 2}),
+                     adapters=None, progress=False)
+    for _ in range(rounds):
+        for path, config in configs.items():
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_stime
+            with sampler_path(path):
+                outs[path].append(generate(components, image, t, config, adapters=None, progress=False))
+            systems[path] += resource.getrusage(resource.RUSAGE_SELF).ru_stime - before
+    stock = outs.get("stock")
+    rows = []
+    for path, results in outs.items():
+        total = [o.timings["total_s"] for o in results]
+        ratio = diff = "-"
+        if stock is not None and path != "stock":
+            ratio = f"{statistics.median(a / b.timings['total_s'] for a, b in zip(total, stock, strict=True)):.3f}"
+            diff = f"{(results[-1].frames - stock[-1].frames).abs().max().item():.1e}"
+        rows.append(
+            f"| {'x'.join(map(str, size))} | {offload} | {path} | {statistics.median(total):.2f} "
+            f"| {statistics.median(o.timings['s_per_step'] for o in results):.3f} "
+            f"| {statistics.median(o.timings['decode_s'] for o in results):.2f} | {systems[path] / rounds:.2f} | - "
+            f"| {diff} | {ratio} |"
+        )
+        print(rows[-1], f"(each: {', '.join(f'{v:.2f}' for v in total)})", file=sys.stderr, flush=True)
+    return rows
 
 
 def profile_rows(components: SVDComponents, size: tuple[int, int, int], config: SamplingConfig, rows: int,

@@ -29,7 +29,8 @@ Memory options and their trade-offs (full SVD: UNet 1.5 B parameters, VAE 98 M, 
   the call: PyTorch otherwise sends them to its unoptimised ``slow_conv3d`` kernel when running
   single-threaded (2-4x slower; with several threads it already picks oneDNN, the same kernel).
   The GEGLU feed-forward layers run their rows in cache-sized blocks, and a cross-attention over
-  SVD's single image token skips the attention call (its softmax is exactly 1): both the same bits;
+  SVD's single image token skips the attention call (its softmax is exactly 1), and the ResNet
+  blocks write their SiLUs and sums into their own temporaries: all the same bits;
   :mod:`recapture.sampling.cpu_forwards`.
 * On the CPU (Linux, glibc), large tensors come from the process heap for the call
   (``reuse_host_memory``, :mod:`recapture.host_memory`) instead of a fresh memory mapping each,
