@@ -5,6 +5,7 @@
     python benchmarks/sampling_speed.py --tiny               # the tiny model (default on CPU)
     python benchmarks/sampling_speed.py --sizes 14x256x384 --steps 5 --profile 12   # where the time goes
     python benchmarks/sampling_speed.py --paths stock fast   # the sampler's fast path against the stock one
+    python benchmarks/sampling_speed.py --paths stock fast --repeats 5 --interleave   # ... timed in turns
 
 On CUDA the full-size SVD architecture (UNet 1.5 B parameters with the img2vid-xt config, the
 temporal-decoder VAE, CLIP ViT-H/14) is built with random weights, so no download is needed; speed
@@ -26,6 +27,9 @@ included; the kernel's high-water mark is reset before each row); "system s" is 
 system CPU time per call (page faults, mostly). The LoRA ``B`` matrices get small
 random values (as after training, instead of PEFT's zeros), so the "max |diff|" column (largest
 frame difference against the stock path's video, frames in [0, 1]) measures a real merge.
+``--interleave`` runs the paths in turns (one video each per round, after a warm-up call each)
+instead of one after the other, and adds the median of the rounds' ratios to stock: on a machine
+whose speed drifts, the fairer comparison (no peak column then).
 """
 
 from __future__ import annotations
