@@ -139,6 +139,17 @@ def peak_rss_gib() -> float | None:
     return None
 
 
+def input_image(h: int, w: int) -> torch.Tensor:
+    """The benchmark's first frame: the same random image in every run."""
+    return torch.rand(3, h, w, generator=torch.Generator().manual_seed(0))
+
+
+def warm_up(components: SVDComponents, image: torch.Tensor, t: int, config: SamplingConfig) -> None:
+    """One untimed 2-step call with ``config`` (kernel selection, allocator, lazy imports)."""
+    generate(components, image, t, SamplingConfig(**{**vars(config), "num_inference_steps": 2}),
+             adapters=None, progress=False)
+
+
 def run(
     components: SVDComponents, size: tuple[int, int, int], config: SamplingConfig, repeats: int
 ) -> tuple[float, float, float, float, float | None, torch.Tensor]:
@@ -146,9 +157,8 @@ def run(
     (CUDA: allocated; CPU: RSS), the last frames."""
     t, h, w = size
     cpu_peak = reset_peak_rss() and next(components.unet.parameters()).device.type == "cpu"
-    image = torch.rand(3, h, w, generator=torch.Generator().manual_seed(0))
-    warm = SamplingConfig(**{**vars(config), "num_inference_steps": 2})
-    generate(components, image, t, warm, adapters=None, progress=False)
+    image = input_image(h, w)
+    warm_up(components, image, t, config)
     system = resource.getrusage(resource.RUSAGE_SELF).ru_stime
     outs = [generate(components, image, t, config, adapters=None, progress=False) for _ in range(repeats)]
     system = (resource.getrusage(resource.RUSAGE_SELF).ru_stime - system) / repeats
@@ -305,13 +315,12 @@ def interleaved_rows(components: SVDComponents, size: tuple[int, int, int], offl
     Rows as in the main table (system s per video; no peak), plus each path's median ratio to stock
     over the rounds."""
     t, h, w = size
-    image = torch.rand(3, h, w, generator=torch.Generator().manual_seed(0))
+    image = input_image(h, w)
     outs = {path: [] for path in configs}
     systems = {path: 0.0 for path in configs}
     for path, config in configs.items():
         with sampler_path(path):
-            generate(components, image, t, SamplingConfig(**{**vars(config), "num_inference_steps": 2}),
-                     adapters=None, progress=False)
+            warm_up(components, image, t, config)
     for _ in range(rounds):
         for path, config in configs.items():
             before = resource.getrusage(resource.RUSAGE_SELF).ru_stime
@@ -342,7 +351,7 @@ def profile_rows(components: SVDComponents, size: tuple[int, int, int], config: 
     from torch.profiler import ProfilerActivity, profile
 
     t, h, w = size
-    image = torch.rand(3, h, w, generator=torch.Generator().manual_seed(0))
+    image = input_image(h, w)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with profile(activities=activities) as prof:
         out = generate(components, image, t, config, adapters=None, progress=False)

@@ -136,6 +136,17 @@ def _linear_into(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
     return torch.addmm(bias, x, weight.t(), out=out)
 
 
+def _cpu_float32_inference(x: torch.Tensor) -> bool:
+    """Whether ``x`` is a float32 CPU tensor in a call without gradients or autocast: what the
+    feed-forward and ResNet forwards here are made for (anything else runs the stock forward)."""
+    return (
+        x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and not torch.is_grad_enabled()
+        and not torch.is_autocast_enabled("cpu")
+    )
+
+
 def _blocked_feed_forward(ff: torch.nn.Module, geglu: torch.nn.Module, out_layer: torch.nn.Module):
     stock = type(ff).forward
 
@@ -149,10 +160,8 @@ def _blocked_feed_forward(ff: torch.nn.Module, geglu: torch.nn.Module, out_layer
             or first is None
             or last is None
             or dropout
-            or x.device.type != "cpu"
-            or torch.is_grad_enabled()
-            or torch.is_autocast_enabled("cpu")
-            or not x.dtype == first.weight.dtype == last.weight.dtype == torch.float32
+            or not _cpu_float32_inference(x)
+            or not x.dtype == first.weight.dtype == last.weight.dtype
         ):
             return stock(ff, hidden_states, *args, **kwargs)
         w1, b1, w2, b2 = first.weight, first.bias, last.weight, last.bias
@@ -278,16 +287,6 @@ def lean_attention(*modules: torch.nn.Module) -> Iterator[int]:
             m.processor = stock
 
 
-def _lean_applies(x: torch.Tensor) -> bool:
-    """Whether a lean ResNet forward runs for input ``x``: CPU float32, no gradients, no autocast."""
-    return (
-        x.device.type == "cpu"
-        and x.dtype == torch.float32
-        and not torch.is_grad_enabled()
-        and not torch.is_autocast_enabled("cpu")
-    )
-
-
 def _writable_into(x: torch.Tensor, other: torch.Tensor) -> bool:
     """Whether ``x op other`` can be written into ``x``: the result has ``x``'s shape and dtype, and
     ``other`` does not share its memory."""
@@ -317,7 +316,7 @@ def _lean_resnet_2d(block: torch.nn.Module):
         if (
             args
             or kwargs
-            or not _lean_applies(input_tensor)
+            or not _cpu_float32_inference(input_tensor)
             or block.upsample is not None
             or block.downsample is not None
             or block.time_embedding_norm != "default"
@@ -343,7 +342,7 @@ def _lean_temporal_resnet(block: torch.nn.Module):
     stock = type(block).forward
 
     def forward(input_tensor: torch.Tensor, temb: torch.Tensor | None) -> torch.Tensor:
-        if not _lean_applies(input_tensor):
+        if not _cpu_float32_inference(input_tensor):
             return stock(block, input_tensor, temb)
         # diffusers' TemporalResnetBlock.forward, step by step
         hidden = block.conv1(F.silu(block.norm1(input_tensor), inplace=True))
@@ -365,7 +364,7 @@ def _lean_spatio_temporal_resnet(block: torch.nn.Module):
         temb: torch.Tensor | None = None,
         image_only_indicator: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        if not _lean_applies(hidden_states) or image_only_indicator is None:
+        if not _cpu_float32_inference(hidden_states) or image_only_indicator is None:
             return stock(block, hidden_states, temb, image_only_indicator)
         # diffusers' SpatioTemporalResBlock.forward with AlphaBlender.forward inlined
         num_frames = image_only_indicator.shape[-1]
